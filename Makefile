@@ -1,0 +1,56 @@
+# semid: the two commands are `make reproduce` and `make test`; each sets up what it needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Stage commands call `python`: make it the venv's, activated or not.
+export PATH := $(abspath $(BIN)):$(PATH)
+# The shared MovieLens copy beside the repo (developers, CI); elsewhere the pipeline downloads.
+MIRROR ?= $(abspath ../shared/data/movielens)
+export SEMID_MOVIELENS_MIRROR ?= $(if $(wildcard $(MIRROR)),$(MIRROR),)
+PYTEST_ARGS ?=
+
+.PHONY: help venv reproduce test test-slow summary dag ui clean
+
+help:
+	@echo "make reproduce   set up .venv, run the DVC pipeline, print the metrics"
+	@echo "make test        set up .venv, run the test suite (make test-slow: end-to-end too)"
+	@echo "make ui          MLflow UI on http://127.0.0.1:5000"
+	@echo "make dag         the pipeline graph"
+	@echo "make clean       remove pipeline outputs (keeps .venv and the DVC cache)"
+
+# Re-install only when the lock or the package metadata changes.
+$(BIN)/.installed: requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+venv: $(BIN)/.installed
+
+# DVC needs a git repo and .dvc/ to run; a tarball or a fresh copy may lack either.
+.dvc/config:
+	@test -d .git || git init -q
+	$(BIN)/dvc init -q 2>/dev/null || true
+
+reproduce: venv .dvc/config
+	$(BIN)/dvc repro
+	@$(MAKE) --no-print-directory summary
+
+summary: venv
+	@$(BIN)/python -m semid.summary
+
+test: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-slow: venv
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+dag: venv
+	$(BIN)/dvc dag
+
+ui: venv
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) --host 127.0.0.1 --port 5000
+
+clean:
+	rm -rf data/prepared data/queries data/embeddings data/ids models predictions

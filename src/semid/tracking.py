@@ -1,0 +1,101 @@
+"""MLflow for people, metrics files for DVC.
+
+One MLflow run per stage execution, in a SQLite store anchored at the project root
+(``DVC_ROOT`` when DVC runs the stage: queued experiments run in a temporary copy of the repo,
+and their runs must still land in the one store). MLflow 3 refuses a plain ``./mlruns`` file
+store, hence SQLite. Runs are tagged with ``DVC_EXP_NAME`` and ``DVC_STAGE`` so a person can
+find the run behind any row of ``dvc exp show``.
+
+``SEMID_TRACKING=0`` turns MLflow off (metrics files are still written); ``MLFLOW_TRACKING_URI``
+points the runs at another store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+from semid.config import Params, find_root
+
+# Never log anything whose name looks secret, even if someone puts it in params.
+_SECRET = re.compile(r"(api[_-]?key|token|secret|password|credential)", re.IGNORECASE)
+
+
+def tracking_uri(root: Path | None = None) -> str:
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    root = root or find_root()
+    return f"sqlite:///{(root / 'mlflow.db').resolve()}"
+
+
+def artifact_root(root: Path | None = None) -> str:
+    return ((root or find_root()) / "mlartifacts").resolve().as_uri()
+
+
+def tracking_enabled() -> bool:
+    return os.environ.get("SEMID_TRACKING", "1") not in ("0", "false", "no")
+
+
+def init_store(root: Path | None = None, experiment: str = "semid") -> None:
+    """Create the store and experiment up front: SQLite races when parallel workers create it."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(root))
+    if mlflow.get_experiment_by_name(experiment) is None:
+        mlflow.create_experiment(experiment, artifact_location=artifact_root(root))
+
+
+def safe_params(flat: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in flat.items() if not _SECRET.search(k)}
+
+
+class StageRun:
+    """Handle for the stage's run; a no-op when tracking is off."""
+
+    def __init__(self, mlflow_module: Any | None):
+        self._mlflow = mlflow_module
+
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        if self._mlflow is None:
+            return
+        numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if numeric:
+            self._mlflow.log_metrics(numeric, step=step)
+
+    def log_artifact(self, path: str | Path) -> None:
+        if self._mlflow is not None and Path(path).exists():
+            self._mlflow.log_artifact(str(path))
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        if self._mlflow is not None:
+            self._mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, params: Params, keys: list[str], experiment: str = "semid") -> Iterator[StageRun]:
+    """Open one MLflow run for a stage, log the params it reads, and close it with its status."""
+    if not tracking_enabled():
+        yield StageRun(None)
+        return
+    import mlflow
+
+    # Alembic and MLflow chat on INFO during store creation; stage output should stay readable.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    root = find_root()
+    init_store(root, experiment)
+    mlflow.set_experiment(experiment)
+    tags = {
+        "DVC_STAGE": os.environ.get("DVC_STAGE", stage),
+        "DVC_EXP_NAME": os.environ.get("DVC_EXP_NAME", ""),
+        "semid.profile": params.base.profile,
+    }
+    with mlflow.start_run(run_name=f"{stage}:{tags['DVC_EXP_NAME'] or 'workspace'}", tags=tags):
+        flat = safe_params(params.flat(keys))
+        # MLflow caps a param value at 6000 characters; long lists are still readable cut short.
+        mlflow.log_params({k: str(v)[:500] for k, v in flat.items()})
+        yield StageRun(mlflow)

@@ -1,0 +1,72 @@
+"""Real DVC runs on a copy of the project: repro, no-op repro, and `-S` reruns only dependents."""
+
+import json
+import sys
+
+import pandas as pd
+
+from conftest import dvc, run, set_params, stage_env
+
+
+def test_prepare_stage_repro_is_cached_and_param_changes_rerun_it(dvc_repo):
+    set_params(dvc_repo, data={"sample_items": 300, "sample_items_strategy": "popular"})
+    out = dvc(dvc_repo, "repro", "prepare_movielens")
+    assert "Running stage 'prepare_movielens'" in out.stdout
+    stats = json.loads((dvc_repo / "metrics" / "data.json").read_text())
+    assert stats["items"] == 300 and stats["users"] > 0
+    assert (dvc_repo / "data" / "prepared" / "items.parquet").exists()
+    assert (dvc_repo / "mlflow.db").exists()  # the stage's run landed in the repo's store
+
+    again = dvc(dvc_repo, "repro", "prepare_movielens")
+    assert "Running stage" not in again.stdout
+    assert "didn't change" in again.stdout or "up to date" in again.stdout
+
+    # a key the stage does not read leaves it alone; a key it reads reruns it
+    status = dvc(dvc_repo, "status").stdout
+    assert "changed" not in status
+    dvc(dvc_repo, "exp", "run", "-S", "data.sample_items=250")
+    shown = dvc(dvc_repo, "exp", "show", "--json").stdout
+    assert "250" in shown
+    stats = json.loads((dvc_repo / "metrics" / "data.json").read_text())
+    assert stats["items"] == 250
+
+    metrics = json.loads(dvc(dvc_repo, "metrics", "show", "--json").stdout)
+    assert find_key(metrics, "items") == 250
+
+
+def find_key(tree, key):
+    """The first value stored under ``key`` anywhere in DVC's nested JSON."""
+    if isinstance(tree, dict):
+        if key in tree and not isinstance(tree[key], dict):
+            return tree[key]
+        for value in tree.values():
+            found = find_key(value, key)
+            if found is not None:
+                return found
+    return None
+
+
+def test_bad_param_fails_clearly_and_writes_nothing(dvc_repo):
+    set_params(dvc_repo, data={"release": "ml-2m"})
+    result = run([sys.executable, "-m", "semid.stages.prepare_movielens"], dvc_repo, stage_env(dvc_repo), check=False)
+    assert result.returncode == 2
+    assert "data.release='ml-2m' is not valid; choose one of: ml-latest-small" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (dvc_repo / "data" / "prepared").exists()
+    assert not (dvc_repo / "metrics" / "data.json").exists()
+
+
+def test_checksum_mismatch_in_mirror_fails_the_stage(dvc_repo, tmp_path):
+    import shutil
+
+    from conftest import ML_LATEST_SMALL
+
+    mirror = tmp_path / "bad-mirror"
+    shutil.copytree(ML_LATEST_SMALL, mirror / "ml-latest-small")
+    frame = pd.read_csv(mirror / "ml-latest-small" / "movies.csv")
+    frame.iloc[:10].to_csv(mirror / "ml-latest-small" / "movies.csv", index=False)
+    env = stage_env(dvc_repo)
+    env["SEMID_MOVIELENS_MIRROR"] = str(mirror)
+    result = run([sys.executable, "-m", "semid.stages.prepare_movielens"], dvc_repo, env, check=False)
+    assert result.returncode == 2 and "checksum mismatch" in result.stderr and "movies.csv" in result.stderr
+    assert not (dvc_repo / "data" / "prepared").exists()
