@@ -31,6 +31,8 @@ EMBEDDED_PROFILE = "embedded"
 # and a test keeps the two in step, so loading params never imports torch.
 EMBEDDING_METHODS = ("content", "search", "rec", "multitask", "concat", "svd", "separate")
 QUANTIZERS = ("rqkmeans", "rqvae", "rqvae_naive", "dictlearn", "rlfq")
+# Query backends by name; semid.queries.BACKENDS maps them to classes (a test keeps them in step).
+QUERY_BACKENDS = ("template", "gemini", "openai")
 
 
 class ConfigError(SemidError, ValueError):
@@ -83,10 +85,178 @@ class DataConfig:
         check_range("data.genome_min_relevance", self.genome_min_relevance, 0.0, 1.0)
 
 
+@dataclass(frozen=True)
+class QueriesConfig:
+    backend: str = "template"  # template (offline stand-in) | gemini | openai (any compatible endpoint)
+    model: str = "gemini-2.0-flash"  # remote backends only
+    base_url: str = ""  # openai backend: "" = api.openai.com; e.g. http://localhost:8000/v1 (vLLM)
+    # Environment variable holding the key; "" = GEMINI_API_KEY then GOOGLE_API_KEY (gemini),
+    # OPENAI_API_KEY (openai). Keys are read from the environment only, never from params.
+    api_key_env: str = ""
+    n_generated: int = 6  # queries asked per item (paper: 20); half are paraphrases of the other half
+    n_train: int = 3  # taken from the front of the generated list (the originals)
+    n_valid: int = 1  # taken just before the test queries
+    n_test: int = 1  # taken from the end (paraphrases of the first queries)
+    temperature: float = 1.0
+    concurrency: int = 8  # requests in flight
+    max_retries: int = 5  # per item, over rate limits, server errors, timeouts and invalid answers
+    retry_base_seconds: float = 2.0  # backoff: uniform(0, base * 2**attempt), capped below
+    retry_max_seconds: float = 60.0
+    timeout_seconds: float = 60.0
+    max_failure_rate: float = 0.01  # the stage fails when more items than this end without queries
+    cache_dir: str = "data/cache/queries"  # answers JSONL, outside the DVC output (survives reruns)
+
+    def validate(self) -> None:
+        check_choice("queries.backend", self.backend, QUERY_BACKENDS)
+        check_range("queries.n_generated", self.n_generated, 1, 100)
+        check_range("queries.n_train", self.n_train, 1)
+        check_range("queries.n_valid", self.n_valid, 0)
+        check_range("queries.n_test", self.n_test, 1)
+        used = self.n_train + self.n_valid + self.n_test
+        if used > self.n_generated:
+            raise ConfigError(
+                f"queries.n_train + n_valid + n_test = {self.n_train} + {self.n_valid} + {self.n_test} = {used} "
+                f"is more than queries.n_generated={self.n_generated}; raise n_generated or lower the splits"
+            )
+        check_range("queries.temperature", self.temperature, 0.0, 2.0)
+        check_range("queries.concurrency", self.concurrency, 1, 256)
+        check_range("queries.max_retries", self.max_retries, 0, 50)
+        check_range("queries.retry_base_seconds", self.retry_base_seconds, 0.0)
+        check_range("queries.retry_max_seconds", self.retry_max_seconds, 0.0)
+        check_range("queries.timeout_seconds", self.timeout_seconds, 1.0)
+        check_range("queries.max_failure_rate", self.max_failure_rate, 0.0, 1.0)
+        if self.backend != "template" and not self.model:
+            raise ConfigError(f"queries.model is empty; the {self.backend} backend needs a model name")
+        if not self.cache_dir:
+            raise ConfigError("queries.cache_dir is empty; name a folder for the answers cache")
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    model: str = "all-MiniLM-L6-v2"  # a sentence-transformer name or local folder (semid.models)
+    encode_batch_size: int = 64
+    # Fine-tuning (search, multitask): max_steps > 0 wins over epochs, as in Hugging Face.
+    epochs: float = 1.0
+    max_steps: int = 150
+    max_minutes: float = 6.0  # wall-time budget per fine-tune (0 = none); checkpoints resume
+    batch_size: int = 64
+    lr: float = 5e-5
+    checkpoint_steps: int = 50
+    max_item_pairs: int = 50000  # co-interaction pairs for multitask
+    # ENMF (rec)
+    enmf_dim: int = 64
+    enmf_epochs: int = 100
+    enmf_batch_size: int = 256
+    enmf_lr: float = 0.01
+    enmf_negative_weight: float = 0.1
+    enmf_dropout: float = 0.3
+    svd_dim: int = 128  # common dimension of the svd fusion
+    # Dense ceilings on the validation split
+    eval_k: int = 30
+    eval_max_queries: int = 2000
+
+    def validate(self) -> None:
+        for key in ("encode_batch_size", "batch_size", "enmf_dim", "enmf_epochs", "enmf_batch_size", "svd_dim",
+                    "eval_k", "checkpoint_steps", "max_item_pairs", "eval_max_queries"):
+            check_range(f"embed.{key}", getattr(self, key), 1)
+        if self.max_steps <= 0 and self.epochs <= 0:
+            raise ConfigError(f"embed.max_steps={self.max_steps} and embed.epochs={self.epochs}: one must be > 0")
+        for key in ("lr", "enmf_lr"):
+            check_range(f"embed.{key}", getattr(self, key), 1e-8, 1.0)
+        check_range("embed.enmf_negative_weight", self.enmf_negative_weight, 0.0, 1.0)
+        check_range("embed.enmf_dropout", self.enmf_dropout, 0.0, 0.95)
+        check_range("embed.max_minutes", self.max_minutes, 0.0)
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    # "scratch" = a small T5 from the config below with a tokenizer trained on our own texts;
+    # else a T5 checkpoint name or local folder (paper: google/flan-t5-base).
+    model: str = "scratch"
+    text_vocab_size: int = 2000  # scratch tokenizer's text pieces (ID tokens come on top)
+    d_model: int = 128
+    d_ff: int = 512
+    num_layers: int = 2
+    num_decoder_layers: int = 2
+    num_heads: int = 4
+    dropout: float = 0.1
+    # Training examples
+    history_length: int = 20  # rec input: IDs of the last H items
+    rec_window_stride: int = 1  # every stride-th next-item window of a train history
+    rec_max_windows_per_user: int = 0  # newest windows kept per user (0 = all)
+    indexing_examples: bool = False  # DSI-style "item: <item text>" -> ID examples
+    max_input_tokens: int = 128
+    max_valid_examples: int = 1000  # validation loss on at most this many examples
+    # Optimisation: max_steps > 0 wins over epochs, as in Hugging Face
+    epochs: float = 3.0
+    max_steps: int = 0
+    max_minutes: float = 0.0  # wall-time budget (0 = none); the run checkpoints and stops
+    batch_size: int = 128
+    learning_rate: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 0
+    save_steps: int = 200
+    bf16: bool = False  # on a GPU only
+    threads: int = 0  # torch CPU threads (0 = torch's default)
+
+    def validate(self) -> None:
+        for key in ("text_vocab_size", "d_model", "d_ff", "num_layers", "num_decoder_layers", "num_heads",
+                    "history_length", "rec_window_stride", "max_input_tokens", "batch_size", "save_steps"):
+            check_range(f"generator.{key}", getattr(self, key), 1)
+        for key in ("rec_max_windows_per_user", "max_valid_examples", "max_steps", "warmup_steps", "threads"):
+            check_range(f"generator.{key}", getattr(self, key), 0)
+        if self.d_model % self.num_heads:
+            raise ConfigError(f"generator.d_model={self.d_model} must be a multiple of generator.num_heads={self.num_heads}")
+        if self.max_steps <= 0 and self.epochs <= 0:
+            raise ConfigError(f"generator.max_steps={self.max_steps} and generator.epochs={self.epochs}: one must be > 0")
+        check_range("generator.text_vocab_size", self.text_vocab_size, 100)
+        check_range("generator.dropout", self.dropout, 0.0, 0.9)
+        check_range("generator.learning_rate", self.learning_rate, 1e-8, 1.0)
+        check_range("generator.weight_decay", self.weight_decay, 0.0, 1.0)
+        check_range("generator.max_minutes", self.max_minutes, 0.0)
+        if not self.model:
+            raise ConfigError("generator.model is empty; use 'scratch' or a T5 checkpoint name or folder")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    search_queries: int = 1000  # seeded subsample of the test queries (0 = all)
+    k: int = 30  # items returned per input
+    num_beams: int = 30
+    num_beam_groups: int = 1  # > 1: diverse (group) beam search; paper: 60 beams, 30 groups
+    diversity_penalty: float = 0.0  # paper: 0.25
+    constrained: bool = True  # decode over the trie of valid IDs only
+    batch_size: int = 32  # inputs per decoding batch
+    head_fraction: float = 0.01  # "head" = this top share of items by train interactions
+    threads: int = 0  # torch CPU threads (0 = torch's default)
+
+    def validate(self) -> None:
+        for key in ("k", "num_beams", "num_beam_groups", "batch_size"):
+            check_range(f"evaluate.{key}", getattr(self, key), 1)
+        check_range("evaluate.search_queries", self.search_queries, 0)
+        check_range("evaluate.threads", self.threads, 0)
+        check_range("evaluate.diversity_penalty", self.diversity_penalty, 0.0)
+        check_range("evaluate.head_fraction", self.head_fraction, 0.0, 1.0)
+        if self.num_beam_groups == 1 and self.num_beams < self.k:
+            raise ConfigError(f"evaluate.num_beams={self.num_beams} must be >= evaluate.k={self.k}")
+        if self.num_beam_groups > 1:
+            if self.num_beams % self.num_beam_groups:
+                raise ConfigError(
+                    f"evaluate.num_beams={self.num_beams} must be a multiple of "
+                    f"evaluate.num_beam_groups={self.num_beam_groups}"
+                )
+            if not self.constrained:
+                raise ConfigError("evaluate.num_beam_groups > 1 needs evaluate.constrained=true")
+
+
 # Section name in params.yaml -> dataclass. Later stages register theirs here.
 SECTIONS: dict[str, type] = {
     "base": BaseConfig,
     "data": DataConfig,
+    "embed": EmbedConfig,
+    "queries": QueriesConfig,
+    "generator": GeneratorConfig,
+    "evaluate": EvaluateConfig,
 }
 # Top-level scalar keys (the grid axes) -> their valid choices.
 AXES: dict[str, tuple[str, ...]] = {

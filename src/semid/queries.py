@@ -1,0 +1,900 @@
+"""Search queries per item (the ``gen_queries`` stage): LLM backends, an offline stand-in, a cache.
+
+The paper (Penha et al. 2025) builds its search task by asking gemini-2.0-flash for 20 queries
+per movie that describe its content, themes and genre without the title, half of them
+paraphrases of the other half; 10 train, 10 test. Backends, chosen by ``queries.backend``:
+
+- ``gemini``: the ``google-genai`` SDK with structured JSON output (an array of strings); key
+  from ``GEMINI_API_KEY`` / ``GOOGLE_API_KEY`` (or the variable named by ``queries.api_key_env``).
+- ``openai``: any OpenAI-compatible chat endpoint (OpenAI, vLLM, Ollama, llama.cpp server) at
+  ``queries.base_url``; key from ``OPENAI_API_KEY`` (or ``queries.api_key_env``).
+- ``template`` (offline default): queries assembled from genres, decade, year, user tags and
+  genome tags with paraphrase patterns, deterministic from the seed. **A stand-in**: it knows
+  nothing about a movie beyond its metadata, so these queries are easier and narrower than an
+  LLM's, and numbers measured on them are not comparable to the paper's.
+
+Keys are read from the environment only; they are never logged, written, or put in params.
+
+Every remote answer is validated (JSON array of exactly N distinct non-empty strings, none
+containing the title); an invalid answer is re-asked, then the item is dropped and counted.
+Valid answers are appended, one JSON line each, to a cache keyed by (item id, model, prompt
+hash) as they arrive, so an interrupted or failed run loses nothing and a rerun asks only for
+what is missing. Rate limits (429), server errors (5xx) and timeouts are retried with
+exponential backoff and full jitter, up to ``queries.max_retries`` per item.
+
+**Title words.** A query *leaks the title* when the normalised title (lower case, accents and
+punctuation removed, a leading article dropped; each alternative title in parentheses counts)
+occurs in it as a whole-word phrase. Titles made only of stopwords ("It", "Up") are not
+checked: any query would match. The template backend is stricter: it drops every candidate
+containing any *title word*, i.e. any token of the title that is not in :data:`STOPWORDS`
+(English function words plus a few foreign articles that MovieLens titles use).
+
+The generated list is ordered originals first, then their paraphrases in the same order. The
+split takes train from the front, test from the end, valid just before test: with the paper's
+20 = 10 + 10, every test query is a paraphrase of a train query, as in the paper.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import random
+import re
+import threading
+import time
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
+
+import pandas as pd
+
+from semid.io import SemidError, atomic_dir, atomic_path, progress
+
+if TYPE_CHECKING:
+    from semid.config import QueriesConfig
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "test")
+CACHE_FILE = "answers.jsonl"
+FAILURES_FILE = "failures.json"
+
+
+class QueryGenerationError(SemidError):
+    """A run that cannot start (no key) or must stop (bad key, too many failures)."""
+
+
+class InvalidAnswer(Exception):
+    """An answer that fails validation; ``reason`` is the counter name."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+# ------------------------------------------------------------------------------ the prompt
+
+# The one prompt, faithful to the paper's description. Its rendered text is hashed into every
+# cache key, so editing it (or the item's metadata) re-asks exactly the affected items.
+PROMPT_TEMPLATE = """\
+You are helping build a movie search engine. Write exactly {n} search queries that different \
+people might type into a search box to find the movie below.
+
+Rules:
+- The queries must NOT contain the title of the movie.
+- Describe the movie's content, themes and genre: plot elements, setting, characters, mood.
+- Queries 1 to {n_original} are independent queries; queries {first_paraphrase} to {n} are \
+paraphrases of queries 1 to {n_paraphrase}, in the same order (query {first_paraphrase} \
+rephrases query 1, and so on).
+- Keep each query short and natural, as people really search.
+- Answer with JSON only: an array of exactly {n} distinct strings.
+
+Movie: {title_year}
+Genres: {genres}
+Tags: {tags}"""
+
+
+@dataclass(frozen=True)
+class ItemInfo:
+    """What a backend may know about an item."""
+
+    item_id: int
+    title: str
+    year: int | None
+    genres: tuple[str, ...]
+    tags: tuple[str, ...]
+    genome_tags: tuple[str, ...]
+
+
+def items_from_frame(items: pd.DataFrame) -> list[ItemInfo]:
+    """ItemInfo per row of the prepared items table, in its order."""
+    return [
+        ItemInfo(
+            item_id=int(row.item_id),
+            title=str(row.title),
+            year=None if pd.isna(row.year) else int(row.year),
+            genres=tuple(g for g in row.genres if g not in NO_GENRE),
+            tags=tuple(row.tags),
+            genome_tags=tuple(row.genome_tags),
+        )
+        for row in items.itertuples(index=False)
+    ]
+
+
+def build_prompt(item: ItemInfo, n: int) -> str:
+    """The request text for one item (the title is given so the model knows the movie)."""
+    n_paraphrase = n // 2
+    themes = list(dict.fromkeys([*item.tags, *item.genome_tags]))
+    return PROMPT_TEMPLATE.format(
+        n=n,
+        n_original=n - n_paraphrase,
+        n_paraphrase=n_paraphrase,
+        first_paraphrase=n - n_paraphrase + 1,
+        title_year=f"{item.title} ({item.year})" if item.year else item.title,
+        genres=", ".join(item.genres) or "unknown",
+        tags=", ".join(themes) or "none",
+    )
+
+
+def prompt_hash(prompt: str) -> str:
+    return hashlib.sha256(prompt.encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------- title checks
+
+# English function words, plus articles of the other languages MovieLens titles use. A title
+# word that is one of these does not stop a template query from using it.
+STOPWORDS = frozenset(
+    """a an the and or but nor of in on at to for from by with without about into onto over under
+    up down out off as than then so too very not no is are was were be been being am do does did
+    has have had will would can could shall should may might must it its it's this that these those
+    i me my we us our you your he him his she her they them their who whom whose what which when
+    where why how all any some each every both few more most other such own same just only also
+    here there again once s t vs v part la le les el il lo der die das de du des et""".split()
+)
+NO_GENRE = frozenset({"(no genres listed)", "unknown"})
+_INVERTED_ARTICLE = re.compile(r"^(.*),\s*(the|a|an|la|le|les|l'|el|il|lo|der|die|das|den)$", re.IGNORECASE)
+_PARENTHESISED = re.compile(r"\(([^()]*)\)")
+# Not "die": "Die Hard" starts with a verb; dropping it would make "hard" the title.
+_LEADING_ARTICLE = re.compile(r"^(the|a|an|la|le|les|l|el|il|lo|der|das|den) ")
+
+
+def normalize(text: str) -> str:
+    """Lower case, accents and punctuation removed, apostrophes joined: "Schindler's" -> "schindlers"."""
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
+    text = re.sub(r"['’`]", "", text)
+    return " ".join(re.sub(r"[^a-z0-9]+", " ", text).split())
+
+
+def title_variants(title: str) -> list[str]:
+    """The title and its alternatives: 'City of Lost Children, The (Cité des enfants perdus, La)'."""
+    alternatives = [a.strip() for a in _PARENTHESISED.findall(title)]
+    main = _PARENTHESISED.sub(" ", title).strip()
+    variants = []
+    for variant in [main, *alternatives]:
+        variant = re.sub(r"^a\.?k\.?a\.?\s+", "", variant, flags=re.IGNORECASE).strip()
+        inverted = _INVERTED_ARTICLE.match(variant)
+        if inverted:
+            variant = f"{inverted.group(2)} {inverted.group(1)}"
+        if variant:
+            variants.append(variant)
+    return variants
+
+
+def title_phrases(title: str) -> list[str]:
+    """Normalised title phrases to look for; titles of stopwords only are skipped (see module doc)."""
+    phrases = []
+    for variant in title_variants(title):
+        phrase = _LEADING_ARTICLE.sub("", normalize(variant))
+        if phrase and not set(phrase.split()) <= STOPWORDS:
+            phrases.append(phrase)
+    return phrases
+
+
+def contains_title(query: str, title: str) -> bool:
+    padded = f" {normalize(query)} "
+    return any(f" {phrase} " in padded for phrase in title_phrases(title))
+
+
+def title_words(title: str) -> set[str]:
+    """Non-stopword tokens of every variant of the title."""
+    return {w for variant in title_variants(title) for w in normalize(variant).split()} - STOPWORDS
+
+
+def validate_queries(queries: Any, n: int, title: str) -> list[str]:
+    """The answer as a clean list of n strings, or InvalidAnswer naming what is wrong."""
+    if isinstance(queries, dict) and len(queries) == 1:  # {"queries": [...]} from json_schema mode
+        queries = next(iter(queries.values()))
+    if not isinstance(queries, list) or not all(isinstance(q, str) for q in queries):
+        raise InvalidAnswer("not_a_list", type(queries).__name__)
+    cleaned = [" ".join(q.split()) for q in queries]
+    if len(cleaned) != n:
+        raise InvalidAnswer("wrong_count", f"{len(cleaned)} instead of {n}")
+    if any(not q for q in cleaned):
+        raise InvalidAnswer("empty_query")
+    normalized = [normalize(q) for q in cleaned]
+    if len(set(normalized)) != len(normalized):
+        raise InvalidAnswer("duplicate_query")
+    if any(contains_title(q, title) for q in cleaned):
+        raise InvalidAnswer("title_leak")
+    return cleaned
+
+
+_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
+
+
+def parse_answer(text: str | None, n: int, title: str) -> list[str]:
+    """Parse a model's text answer (JSON, optionally in a ``` fence) and validate it."""
+    if not text or not text.strip():
+        raise InvalidAnswer("empty_answer")
+    fenced = _FENCE.match(text)
+    try:
+        data = json.loads(fenced.group(1) if fenced else text)
+    except json.JSONDecodeError as error:
+        raise InvalidAnswer("not_json", str(error)) from None
+    return validate_queries(data, n, title)
+
+
+# ---------------------------------------------------------------------------- backends
+
+
+@dataclass
+class Reply:
+    """One remote answer: its text and the token usage the service reported (0 when unknown)."""
+
+    text: str | None
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class QueryBackend(Protocol):
+    name: str
+    model: str
+    remote: bool  # remote backends go through the cache, retries and the thread pool
+
+
+class RemoteBackend:
+    """Shared by the LLM backends: key from the environment, one request per item."""
+
+    name = ""
+    remote = True
+    default_key_envs: tuple[str, ...] = ()
+
+    def __init__(self, config: QueriesConfig, client: Any | None = None, environ: dict[str, str] | None = None):
+        self.model = config.model
+        self.config = config
+        environ = os.environ if environ is None else environ
+        key_envs = (config.api_key_env,) if config.api_key_env else self.default_key_envs
+        self._key = next((environ[e] for e in key_envs if environ.get(e)), None)
+        if not self._key:
+            hint = " (any value for a local server that needs none)" if self.name == "openai" else ""
+            raise QueryGenerationError(
+                f"queries.backend={self.name!r} needs an API key in the environment: set "
+                f"{' or '.join(key_envs)}{hint}, or use queries.backend=template offline"
+            )
+        self.key_source = next(e for e in key_envs if environ.get(e))
+        self._client = client
+        self._client_lock = threading.Lock()
+
+    @property
+    def client(self) -> Any:
+        with self._client_lock:
+            if self._client is None:
+                self._client = self.make_client(self._key)
+            return self._client
+
+    def make_client(self, key: str) -> Any:  # pragma: no cover - needs the network to be useful
+        raise NotImplementedError
+
+    def request(self, prompt: str, n: int) -> Reply:
+        raise NotImplementedError
+
+    def redact(self, text: str) -> str:
+        return text.replace(self._key, "***") if self._key else text
+
+
+class GeminiBackend(RemoteBackend):
+    """Google Gemini through ``google-genai``, structured output: a JSON array of n strings."""
+
+    name = "gemini"
+    default_key_envs = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+
+    def make_client(self, key: str) -> Any:
+        from google import genai
+        from google.genai import types
+
+        return genai.Client(api_key=key, http_options=types.HttpOptions(timeout=int(self.config.timeout_seconds * 1000)))
+
+    def request(self, prompt: str, n: int) -> Reply:
+        from google.genai import types
+
+        schema = types.Schema(type="ARRAY", items=types.Schema(type="STRING"), min_items=n, max_items=n)
+        response = self.client.models.generate_content(
+            model=self.model,
+            contents=prompt,
+            config=types.GenerateContentConfig(
+                temperature=self.config.temperature, response_mime_type="application/json", response_schema=schema
+            ),
+        )
+        usage = getattr(response, "usage_metadata", None)
+        return Reply(
+            text=response.text,  # None when the answer was blocked: validated as empty
+            input_tokens=int(getattr(usage, "prompt_token_count", 0) or 0),
+            output_tokens=int(getattr(usage, "candidates_token_count", 0) or 0),
+        )
+
+
+class OpenAIBackend(RemoteBackend):
+    """Any OpenAI-compatible chat endpoint; JSON schema output {"queries": [n strings]}."""
+
+    name = "openai"
+    default_key_envs = ("OPENAI_API_KEY",)
+
+    def make_client(self, key: str) -> Any:
+        import openai
+
+        # Our own loop retries (with the cache in mind); the SDK's would double the attempts.
+        return openai.OpenAI(
+            api_key=key, base_url=self.config.base_url or None, max_retries=0, timeout=self.config.timeout_seconds
+        )
+
+    def request(self, prompt: str, n: int) -> Reply:
+        schema = {
+            "type": "object",
+            "properties": {"queries": {"type": "array", "items": {"type": "string"}}},
+            "required": ["queries"],
+            "additionalProperties": False,
+        }
+        completion = self.client.chat.completions.create(
+            model=self.model,
+            messages=[{"role": "user", "content": prompt}],
+            temperature=self.config.temperature,
+            response_format={"type": "json_schema", "json_schema": {"name": "search_queries", "strict": True, "schema": schema}},
+        )
+        usage = getattr(completion, "usage", None)
+        return Reply(
+            text=completion.choices[0].message.content if completion.choices else None,
+            input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+            output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+        )
+
+
+def classify_error(error: Exception) -> str:
+    """'transient' (retry with backoff), 'fatal' (stop the run) or 'item' (give up this item).
+
+    Both SDKs carry the HTTP status: google.genai.errors.APIError as ``code``, openai's
+    APIStatusError as ``status_code``. Timeouts and connection errors have no status.
+    """
+    status = getattr(error, "status_code", None)
+    if not isinstance(status, int):
+        status = getattr(error, "code", None)
+    if isinstance(status, int):
+        if status in (408, 409, 429) or status >= 500:
+            return "transient"
+        if status in (401, 403, 404):  # bad key, no access, unknown model: every item would fail
+            return "fatal"
+        return "item"
+    names = {cls.__name__ for cls in type(error).__mro__}
+    if isinstance(error, (TimeoutError, ConnectionError)) or any("Timeout" in n or "Connection" in n for n in names):
+        return "transient"
+    return "item"
+
+
+# ----------------------------------------------------------------------- template backend
+
+# Surface forms: modifiers that read naturally before "movie"/"film".
+GENRE_WORDS = {
+    "Action": ("action",),
+    "Adventure": ("adventure",),
+    "Animation": ("animated", "cartoon"),
+    "Children": ("kids", "family"),
+    "Children's": ("kids", "family"),
+    "Comedy": ("comedy", "funny"),
+    "Crime": ("crime",),
+    "Documentary": ("documentary",),
+    "Drama": ("drama", "dramatic"),
+    "Fantasy": ("fantasy",),
+    "Film-Noir": ("film noir", "noir"),
+    "Horror": ("horror", "scary"),
+    "Musical": ("musical",),
+    "Mystery": ("mystery",),
+    "Romance": ("romance", "romantic"),
+    "Sci-Fi": ("sci-fi", "science fiction"),
+    "Thriller": ("thriller", "suspense"),
+    "War": ("war",),
+    "Western": ("western",),
+}
+GENRE_MOODS = {
+    "Action": ("explosive", "fast-paced", "high-octane"),
+    "Adventure": ("epic", "thrilling"),
+    "Animation": ("colorful", "charming"),
+    "Children": ("wholesome", "heartwarming"),
+    "Children's": ("wholesome", "heartwarming"),
+    "Comedy": ("lighthearted", "hilarious", "feel-good"),
+    "Crime": ("gritty", "dark"),
+    "Documentary": ("eye-opening", "informative"),
+    "Drama": ("emotional", "moving", "serious"),
+    "Fantasy": ("magical", "imaginative"),
+    "Film-Noir": ("moody", "shadowy"),
+    "Horror": ("creepy", "terrifying", "gory"),
+    "Musical": ("toe-tapping", "upbeat"),
+    "Mystery": ("puzzling", "twisty"),
+    "Romance": ("sweet", "heartfelt"),
+    "Sci-Fi": ("futuristic", "mind-bending"),
+    "Thriller": ("tense", "suspenseful", "gripping"),
+    "War": ("harrowing", "intense"),
+    "Western": ("rugged", "dusty"),
+}
+DECADE_WORDS = {1920: "twenties", 1930: "thirties", 1940: "forties", 1950: "fifties", 1960: "sixties",
+                1970: "seventies", 1980: "eighties", 1990: "nineties"}  # fmt: skip
+
+# Pattern families by the slots they use. An original and its paraphrase use the same slot
+# values through two different patterns of one family (and freshly drawn surface forms).
+# Slots: {g}/{h} genre modifiers, {t}/{u} themes (tags), {d} decade, {y} year, {m} mood,
+# {movie}/{movies} "movie" or "film".
+PATTERN_FAMILIES: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("g", "t"): ("{g} {movie} about {t}", "{g} {movie} with {t}", "{t} {g} {movie}", "a {g} {movie} involving {t}",
+                 "{g} {movies} featuring {t}", "find me a {g} {movie} about {t}"),
+    ("d", "g", "t"): ("{d} {g} {movie} about {t}", "{g} {movie} from the {d} with {t}",
+                      "{t} in a {d} {g} {movie}", "{g} {movies} from the {d} featuring {t}"),
+    ("t", "u"): ("{movie} with {t} and {u}", "{t} and {u} {movie}", "{movie} about {t}, {u}",
+                 "{movies} featuring {u} and {t}"),
+    ("d", "t"): ("{d} {movie} about {t}", "{movie} from the {d} with {t}", "{t} {movie} from the {d}"),
+    ("t",): ("{movie} about {t}", "{t} {movie}", "{movies} featuring {t}", "{movie} with {t}"),
+    ("d", "g"): ("{d} {g} {movie}", "{g} {movies} from the {d}", "{g} {movie} made in the {d}",
+                 "a {g} {movie} from the {d}"),
+    ("g", "m"): ("{m} {g} {movie}", "looking for a {m} {g} {movie}", "{g} {movie} that is {m}",
+                 "something {m}: a {g} {movie}"),
+    ("d", "g", "m"): ("{m} {d} {g} {movie}", "{g} {movie} from the {d} that is {m}",
+                      "{m} {g} {movies} of the {d}"),
+    ("g", "h"): ("{g} {h} {movie}", "{h} {g} {movie}", "a {movie} that is {g} and {h}", "{g} {movie} with {h} elements"),
+    ("g", "y"): ("{g} {movie} released in {y}", "{y} {g} {movie}", "{g} {movie} that came out in {y}"),
+    ("g",): ("{g} {movie}", "good {g} {movie}", "{g} {movie} to watch tonight", "a {g} {movie}"),
+    ("d",): ("{movie} from the {d}", "{d} {movie}", "a {movie} made in the {d}"),
+    ("y",): ("{movie} released in {y}", "{y} {movie}", "a {movie} that came out in {y}"),
+}  # fmt: skip
+_FAMILY_ORDER = list(PATTERN_FAMILIES)
+# Tags made of these say nothing a genre slot does not already say ("sci-fi", "cult film").
+_GENERIC_WORDS = frozenset({"movie", "movies", "film", "films"} | {
+    w for words in GENRE_WORDS.values() for word in words for w in normalize(word).split()})
+
+
+def _decade_forms(year: int) -> list[str]:
+    decade = year // 10 * 10
+    forms = [f"{decade}s"]
+    if 1920 <= decade <= 1990:
+        forms += [f"{decade % 100}s", DECADE_WORDS[decade]]
+    return forms
+
+
+class TemplateBackend:
+    """Offline stand-in: queries from metadata and paraphrase patterns (see the module docstring)."""
+
+    name = "template"
+    model = "template-v1"
+    remote = False
+
+    def __init__(self, config: QueriesConfig, seed: int):
+        self.config = config
+        self.seed = seed
+
+    def _slot_values(self, item: ItemInfo, forbidden: set[str]) -> dict[str, list[str]]:
+        """Canonical slot values available for an item; themes with title words are left out."""
+
+        def clean(values: Iterable[str]) -> list[str]:
+            kept = []
+            for value in values:
+                words = normalize(value).split()
+                if (0 < len(words) <= 4 and not set(words) & (forbidden | _GENERIC_WORDS)
+                        and value.lower() not in kept):
+                    kept.append(value.lower())
+            return kept
+
+        genres = [g for g in item.genres if g in GENRE_WORDS]
+        values: dict[str, list[str]] = {
+            "g": genres,
+            "t": clean([*item.tags, *item.genome_tags])[:8],
+            "d": [str(item.year // 10 * 10)] if item.year else [],
+            "y": [str(item.year)] if item.year else [],
+            "m": genres,  # a mood is drawn from a genre's moods
+        }
+        return values
+
+    def generate(self, item: ItemInfo, n: int) -> tuple[list[str], Counter]:
+        """n queries (originals, then paraphrases of the first n//2), or InvalidAnswer if too few.
+
+        Returns the queries and counts of rejected candidates by reason.
+        """
+        rng = random.Random(f"{self.seed}:{item.item_id}")
+        forbidden = title_words(item.title)
+        slots = self._slot_values(item, forbidden)
+        rejected: Counter = Counter()
+        n_paraphrase = n // 2
+        n_original = n - n_paraphrase
+
+        combos = []  # (family, {slot: canonical value})
+        for family in _FAMILY_ORDER:
+            base = [s for s in family if s not in ("h", "u")]
+            if any(not slots[s] for s in base):
+                continue
+            for _ in range(6):
+                values = {s: rng.choice(slots[s]) for s in base}
+                if "h" in family:
+                    others = [g for g in slots["g"] if g != values["g"]]
+                    if not others:
+                        break
+                    values["h"] = rng.choice(others)
+                if "u" in family:
+                    others = [t for t in slots["t"] if t != values["t"]]
+                    if not others:
+                        break
+                    values["u"] = rng.choice(others)
+                combos.append((family, values))
+        # The most specific first: the item's own tags, then more slots; seeded order within.
+        rng.shuffle(combos)
+        combos.sort(key=lambda combo: ("t" not in combo[0], -len(combo[0])))
+
+        seen: set[str] = set()
+        originals: list[str] = []
+        paraphrases: list[str] = []
+        for family, values in combos:
+            if len(originals) == n_original:
+                break
+            first, second = rng.sample(PATTERN_FAMILIES[family], 2)
+            pair = []
+            for pattern in (first, second):
+                query = self._render(pattern, values, forbidden, rng)
+                key = normalize(query)
+                if set(key.split()) & forbidden:
+                    rejected["rejected_title_word"] += 1
+                elif key in seen or key in {normalize(q) for q in pair}:
+                    rejected["rejected_duplicate"] += 1
+                else:
+                    pair.append(query)
+                    continue
+                break
+            if len(pair) < 2 and len(originals) < n_paraphrase:
+                continue  # an original that needs a paraphrase must come with one
+            if not pair:
+                continue
+            originals.append(pair[0])
+            seen.add(normalize(pair[0]))
+            if len(originals) <= n_paraphrase:
+                paraphrases.append(pair[1])
+                seen.add(normalize(pair[1]))
+        if len(originals) < n_original:
+            raise InvalidAnswer("template_exhausted", f"only {len(originals)} of {n_original} original queries")
+        return originals + paraphrases, rejected
+
+    @staticmethod
+    def _render(pattern: str, values: dict[str, str], forbidden: set[str], rng: random.Random) -> str:
+        # "flick" only when the title itself says movie and film ("... Colon Movie Film for Theaters")
+        nouns = [w for w in ("movie", "film") if w not in forbidden] or ["flick"]
+        forms = {"movie": rng.choice(nouns), "movies": rng.choice(nouns) + "s"}
+        for slot, value in values.items():
+            if slot in ("g", "h"):
+                forms[slot] = rng.choice(GENRE_WORDS[value])
+            elif slot == "m":
+                forms[slot] = rng.choice(GENRE_MOODS[value])
+            elif slot == "d":
+                forms[slot] = rng.choice(_decade_forms(int(value)))
+            else:
+                forms[slot] = value
+        text = " ".join(pattern.format(**forms).split())
+        return re.sub(r"\ba (?=[aeiou])", "an ", text)
+
+
+BACKENDS: dict[str, type] = {"template": TemplateBackend, "gemini": GeminiBackend, "openai": OpenAIBackend}
+
+
+def create_backend(config: QueriesConfig, seed: int, client: Any | None = None, environ: dict[str, str] | None = None):
+    """The backend named by ``queries.backend``; a remote one checks its key here, before any request.
+
+    ``client`` replaces the SDK client (tests pass a fake with the SDK's method surface).
+    """
+    if config.backend not in BACKENDS:
+        raise QueryGenerationError(
+            f"queries.backend={config.backend!r} is not valid; choose one of: {', '.join(BACKENDS)}"
+        )
+    cls = BACKENDS[config.backend]
+    if cls is TemplateBackend:
+        return TemplateBackend(config, seed)
+    return cls(config, client=client, environ=environ)
+
+
+# --------------------------------------------------------------------------------- cache
+
+
+class AnswerCache:
+    """Append-only JSONL of valid answers keyed by (item id, model, prompt hash).
+
+    Each answer is one ``write`` on an O_APPEND descriptor, so concurrent runs (queued DVC
+    experiments) can share the file; a line cut short by a crash is skipped on reading.
+    """
+
+    def __init__(self, folder: Path):
+        self.path = Path(folder) / CACHE_FILE
+        self.answers: dict[tuple[int, str, str], list[str]] = {}
+        if self.path.exists():
+            with self.path.open() as lines:
+                for line in lines:
+                    try:
+                        record = json.loads(line)
+                        key = (int(record["item_id"]), str(record["model"]), str(record["prompt_hash"]))
+                        self.answers[key] = list(record["queries"])
+                    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                        continue
+
+    def get(self, item_id: int, model: str, hash_: str) -> list[str] | None:
+        return self.answers.get((item_id, model, hash_))
+
+    def append(self, item_id: int, backend: str, model: str, hash_: str, queries: list[str]) -> None:
+        record = {"item_id": item_id, "backend": backend, "model": model, "prompt_hash": hash_,
+                  "queries": queries, "time": round(time.time(), 3)}  # fmt: skip
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (json.dumps(record, ensure_ascii=False) + "\n").encode())
+        finally:
+            os.close(fd)
+        self.answers[(item_id, model, hash_)] = queries
+
+
+# ------------------------------------------------------------------------------ the run
+
+
+@dataclass
+class ItemOutcome:
+    item_id: int
+    queries: list[str] | None
+    events: Counter = field(default_factory=Counter)  # retries and invalid answers by reason
+    error: str = ""
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass
+class QueryRun:
+    """Per-item generated lists (original order), failures, and counts."""
+
+    queries: dict[int, list[str]]
+    failures: list[tuple[int, str]]
+    stats: dict[str, Any]
+    backend: str
+    model: str
+
+
+def backoff_seconds(attempt: int, config: QueriesConfig, rng: random.Random) -> float:
+    """Full jitter: uniform(0, base * 2**attempt), capped at retry_max_seconds."""
+    return rng.uniform(0.0, min(config.retry_max_seconds, config.retry_base_seconds * 2**attempt))
+
+
+def ask_item(
+    backend: RemoteBackend, item: ItemInfo, prompt: str, config: QueriesConfig,
+    sleep: Callable[[float], None], rng: random.Random,
+) -> ItemOutcome:  # fmt: skip
+    """Ask for one item until a valid answer or max_retries retries; fatal errors raise."""
+    outcome = ItemOutcome(item.item_id, None)
+    for attempt in range(config.max_retries + 1):
+        outcome.requests += 1
+        try:
+            reply = backend.request(prompt, config.n_generated)
+        except Exception as error:  # noqa: BLE001 - classified below; BaseException (Ctrl-C) passes
+            kind = classify_error(error)
+            message = backend.redact(f"{type(error).__name__}: {error}")[:300]
+            if kind == "fatal":
+                raise QueryGenerationError(
+                    f"{backend.name} refused the request ({message}); check the key in "
+                    f"{backend.key_source}, the model name queries.model={config.model!r} and queries.base_url"
+                ) from None
+            outcome.events["transient_error" if kind == "transient" else "request_error"] += 1
+            outcome.error = message
+            if kind == "item":
+                return outcome
+            if attempt < config.max_retries:
+                sleep(backoff_seconds(attempt, config, rng))
+            continue
+        outcome.input_tokens += reply.input_tokens
+        outcome.output_tokens += reply.output_tokens
+        try:
+            outcome.queries = parse_answer(reply.text, config.n_generated, item.title)
+            return outcome
+        except InvalidAnswer as invalid:
+            outcome.events[f"invalid_{invalid.reason}"] += 1
+            outcome.error = str(invalid)[:300]
+    return outcome
+
+
+def generate_queries(
+    items: pd.DataFrame | list[ItemInfo], config: QueriesConfig, seed: int, backend: Any | None = None,
+    cache_dir: Path | None = None, sleep: Callable[[float], None] = time.sleep,
+) -> QueryRun:  # fmt: skip
+    """Queries for every item: the template backend directly, a remote one through the cache."""
+    started = time.perf_counter()
+    infos = items_from_frame(items) if isinstance(items, pd.DataFrame) else list(items)
+    backend = backend or create_backend(config, seed)
+    events: Counter = Counter()
+    queries: dict[int, list[str]] = {}
+    failures: list[tuple[int, str]] = []
+    stats: dict[str, Any] = {"items": len(infos), "requests": 0, "cached_items": 0, "asked_items": 0,
+                             "input_tokens": 0, "output_tokens": 0}  # fmt: skip
+
+    if not backend.remote:
+        for item in progress(infos, desc="template queries", unit="item"):
+            try:
+                generated, rejected = backend.generate(item, config.n_generated)
+            except InvalidAnswer as invalid:
+                events[f"invalid_{invalid.reason}"] += 1
+                failures.append((item.item_id, str(invalid)))
+                continue
+            events.update(rejected)
+            queries[item.item_id] = generated
+    else:
+        if cache_dir is None:
+            raise QueryGenerationError("a remote backend needs a cache folder (queries.cache_dir)")
+        cache = AnswerCache(cache_dir)
+        todo = []
+        for item in infos:
+            prompt = build_prompt(item, config.n_generated)
+            hash_ = prompt_hash(prompt)
+            cached = cache.get(item.item_id, backend.model, hash_)
+            if cached is not None and len(cached) == config.n_generated:
+                queries[item.item_id] = cached
+            else:
+                todo.append((item, prompt, hash_))
+        stats["cached_items"] = len(queries)
+        stats["asked_items"] = len(todo)
+        logger.info("%s/%s: %d items cached, %d to ask", backend.name, backend.model, len(queries), len(todo))
+        rng = random.Random(seed)
+        executor = concurrent.futures.ThreadPoolExecutor(max_workers=config.concurrency)
+        try:
+            futures = {
+                executor.submit(ask_item, backend, item, prompt, config, sleep, rng): (item, hash_)
+                for item, prompt, hash_ in todo
+            }
+            with progress(total=len(todo), desc=f"{backend.name} queries", unit="item") as bar:
+                for future in concurrent.futures.as_completed(futures):
+                    item, hash_ = futures[future]
+                    outcome = future.result()  # a fatal error or an interrupt propagates from here
+                    events.update(outcome.events)
+                    stats["requests"] += outcome.requests
+                    stats["input_tokens"] += outcome.input_tokens
+                    stats["output_tokens"] += outcome.output_tokens
+                    if outcome.queries is not None:
+                        cache.append(item.item_id, backend.name, backend.model, hash_, outcome.queries)
+                        queries[item.item_id] = outcome.queries
+                    else:
+                        failures.append((item.item_id, outcome.error or "no valid answer"))
+                    bar.update(1)
+        finally:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+    failures.sort()
+    stats.update({k: int(v) for k, v in sorted(events.items())})
+    stats["failed_items"] = len(failures)
+    stats["failure_rate"] = len(failures) / max(1, len(infos))
+    stats["seconds"] = round(time.perf_counter() - started, 3)
+    return QueryRun(queries=queries, failures=failures, stats=stats, backend=backend.name, model=backend.model)
+
+
+def check_failure_rate(run: QueryRun, config: QueriesConfig, cache_dir: Path | None = None) -> None:
+    """Fail, naming the items, when more items than queries.max_failure_rate got no queries."""
+    rate = run.stats["failure_rate"]
+    if rate <= config.max_failure_rate:
+        return
+    shown = ", ".join(f"{item_id} ({reason})" for item_id, reason in run.failures[:5])
+    kept = f"; the {len(run.queries):,} answers obtained are kept in {cache_dir / CACHE_FILE}" if cache_dir else ""
+    raise QueryGenerationError(
+        f"{len(run.failures):,} of {run.stats['items']:,} items ({rate:.1%}) got no valid queries, above "
+        f"queries.max_failure_rate={config.max_failure_rate}{kept}; rerun to ask only for the missing items. "
+        f"First failures: {shown}"
+    )
+
+
+# ------------------------------------------------------------------------ split and write
+
+
+def split_queries(run: QueryRun, config: QueriesConfig) -> dict[str, pd.DataFrame]:
+    """train = the first n_train, test = the last n_test, valid = the n_valid before test."""
+    rows: dict[str, list[tuple[str, int, str, str]]] = {split: [] for split in SPLITS}
+    n = config.n_generated
+    ranges = {
+        "train": range(0, config.n_train),
+        "valid": range(n - config.n_test - config.n_valid, n - config.n_test),
+        "test": range(n - config.n_test, n),
+    }
+    for item_id in sorted(run.queries):
+        generated = run.queries[item_id]
+        for split, positions in ranges.items():
+            rows[split].extend((f"{item_id}-{i:02d}", item_id, generated[i], run.backend) for i in positions)
+    frames = {}
+    for split, split_rows in rows.items():
+        frame = pd.DataFrame(split_rows, columns=["query_id", "item_id", "text", "backend"])
+        frames[split] = frame.astype({"query_id": str, "item_id": "int64", "text": str, "backend": str})
+    return frames
+
+
+def query_metrics(run: QueryRun, splits: dict[str, pd.DataFrame], titles: dict[int, str]) -> dict[str, Any]:
+    """Counts per split, mean length, duplicate and title-leak rates, failures, time."""
+    everything = pd.concat(splits.values(), ignore_index=True)
+    texts = everything["text"].tolist()
+    normalized = [normalize(t) for t in texts]
+    item_titles = [titles[i] for i in everything["item_id"]]
+    n = max(1, len(texts))
+    metrics: dict[str, Any] = {f"queries_{split}": int(len(frame)) for split, frame in splits.items()}
+    metrics.update(
+        items_with_queries=len(run.queries),
+        mean_words=sum(len(t.split()) for t in texts) / n,
+        duplicate_rate=1 - len(set(normalized)) / n,  # identical queries across items (after normalising)
+        title_leak_rate=sum(contains_title(t, title) for t, title in zip(texts, item_titles)) / n,
+        title_word_rate=sum(bool(set(q.split()) & title_words(title)) for q, title in zip(normalized, item_titles)) / n,
+        backend=run.backend,
+        model=run.model,
+    )
+    metrics.update(run.stats)
+    metrics["queries_per_second"] = sum(len(q) for q in run.queries.values()) / max(run.stats["seconds"], 1e-9)
+    return metrics
+
+
+def write_queries(splits: dict[str, pd.DataFrame], folder: Path, failures: list[tuple[int, str]]) -> None:
+    with atomic_dir(folder) as tmp:
+        for split, frame in splits.items():
+            frame.to_parquet(tmp / f"{split}.parquet", index=False)
+        write_failures(tmp / FAILURES_FILE, failures)
+
+
+def write_failures(path: Path, failures: list[tuple[int, str]]) -> None:
+    """The items that got no queries, with why: [{"item_id": ..., "reason": ...}]."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps([{"item_id": i, "reason": r} for i, r in failures], indent=1) + "\n")
+
+
+def load_queries(folder: str | Path, split: str) -> pd.DataFrame:
+    """One split of data/queries: query_id, item_id, text, backend."""
+    if split not in SPLITS:
+        raise SemidError(f"query split {split!r} is not valid; choose one of: {', '.join(SPLITS)}")
+    path = Path(folder) / f"{split}.parquet"
+    if not path.exists():
+        raise SemidError(f"{path} not found; run `dvc repro gen_queries` first")
+    return pd.read_parquet(path)
+
+
+# --------------------------------------------------------------------------- dry run
+
+
+def estimate(items: pd.DataFrame | list[ItemInfo], config: QueriesConfig, backend: Any, cache_dir: Path | None) -> dict[str, Any]:
+    """Requests and rough tokens a run would make (about 4 characters per token)."""
+    infos = items_from_frame(items) if isinstance(items, pd.DataFrame) else list(items)
+    result = {"backend": backend.name, "model": backend.model, "items": len(infos), "cached_items": 0,
+              "requests": 0, "input_tokens": 0, "output_tokens": 0}  # fmt: skip
+    if not backend.remote:
+        return result
+    cache = AnswerCache(cache_dir) if cache_dir else None
+    for item in infos:
+        prompt = build_prompt(item, config.n_generated)
+        if cache and cache.get(item.item_id, backend.model, prompt_hash(prompt)) is not None:
+            result["cached_items"] += 1
+            continue
+        result["requests"] += 1
+        result["input_tokens"] += len(prompt) // 4 + 1
+        # A query is ~8 words (~11 tokens) plus JSON quoting and separators.
+        result["output_tokens"] += config.n_generated * 13 + 5
+    return result
+
+
+def format_estimate(estimate_: dict[str, Any]) -> str:
+    if estimate_["requests"] == 0 and estimate_["backend"] == "template":
+        return f"template backend: {estimate_['items']:,} items, no requests (offline)"
+    return (
+        f"{estimate_['backend']}/{estimate_['model']}: {estimate_['items']:,} items, {estimate_['cached_items']:,} "
+        f"cached, {estimate_['requests']:,} requests (plus retries), about {estimate_['input_tokens']:,} input and "
+        f"{estimate_['output_tokens']:,} output tokens"
+    )
+
