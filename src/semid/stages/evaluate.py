@@ -1,0 +1,68 @@
+"""DVC stage: models/generator -> Recall@10/30, NDCG@30, MRR for search and rec, with baselines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from semid.config import load_params
+from semid.data import load_interactions, load_items
+from semid.evaluate import evaluate_all
+from semid.generate import MODEL_DIR, load_generator, load_id_table, set_threads
+from semid.io import atomic_dir, write_json
+from semid.queries import load_queries
+from semid.stages.common import stage_main
+from semid.tracking import stage_run
+
+PREPARED_DIR = Path("data/prepared")
+QUERIES_DIR = Path("data/queries")
+IDS_DIR = Path("data/ids")
+EMBEDDINGS_DIR = Path("data/embeddings")
+GENERATOR_DIR = Path("models/generator")
+PREDICTIONS_DIR = Path("predictions")
+METRICS_DIR = Path("metrics")
+
+
+@stage_main
+def main() -> None:
+    params = load_params()
+    config = params.evaluate
+    set_threads(config.threads)
+    with stage_run("evaluate", params, keys=["base", "evaluate"]) as run:
+        items, interactions = load_items(PREPARED_DIR), load_interactions(PREPARED_DIR)
+        table = load_id_table(IDS_DIR, items["item_id"])
+        generator = load_generator(GENERATOR_DIR / MODEL_DIR, table)
+        result = evaluate_all(
+            generator,
+            items,
+            interactions,
+            load_queries(QUERIES_DIR, "test"),
+            EMBEDDINGS_DIR,
+            config,
+            params.base.seed,
+        )
+        with atomic_dir(PREDICTIONS_DIR) as tmp:
+            result.search_predictions.to_parquet(tmp / "search.parquet", index=False)
+            result.rec_predictions.to_parquet(tmp / "rec.parquet", index=False)
+        for name, metrics in (
+            ("search", result.search),
+            ("rec", result.rec),
+            ("baselines", result.baselines),
+        ):
+            write_json(METRICS_DIR / f"{name}.json", metrics)
+            run.log_metrics({f"{name}.{key}": value for key, value in metrics.items()})
+    search, rec, base = result.search, result.rec, result.baselines
+    print(f"{'Recall@30':>22} {'search':>8} {'rec':>8}")
+    print(f"{'generator':>22} {search['recall_at_30']:8.4f} {rec['recall_at_30']:8.4f}")
+    print(
+        f"{'BM25 / popularity':>22} {base['bm25_search_recall_at_30']:8.4f} {base['popularity_rec_recall_at_30']:8.4f}"
+    )
+    dense_search = base["dense_search_recall_at_30"] if base["dense_search_applicable"] else float("nan")
+    print(f"{'dense kNN':>22} {dense_search:8.4f} {base.get('dense_rec_recall_at_30', float('nan')):8.4f}")
+    print(
+        f"decoding: search {search['inputs_per_second']:.1f} inputs/s, rec {rec['inputs_per_second']:.1f} inputs/s; "
+        f"invalid IDs {search['invalid_id_rate']:.3f} / {rec['invalid_id_rate']:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""DVC stage: data/embeddings -> data/ids (semantic IDs) + metrics/ids.json + metrics/quantize_curve.csv."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from semid.config import load_params
+from semid.embed import load_item_embeddings
+from semid.ids import build_id_table, codebook_sizes, diagnostics, write_semantic_ids
+from semid.io import atomic_path, write_json
+from semid.quantize import QuantizeError, check_embeddings, make_quantizer
+from semid.stages.common import stage_main
+from semid.tracking import stage_run
+
+EMBEDDINGS_DIR = Path("data/embeddings")
+IDS_DIR = Path("data/ids")
+METRICS_FILE = Path("metrics/ids.json")
+CURVE_FILE = Path("metrics/quantize_curve.csv")
+
+
+@stage_main
+def main() -> None:
+    params = load_params()
+    config = params.quantize
+    name = params.quantizer
+    with stage_run("quantize", params, keys=["base", "quantizer", "quantize"]) as run:
+        item_ids, spaces = load_item_embeddings(EMBEDDINGS_DIR)
+        # Check every space before fitting any, so a bad input writes nothing.
+        spaces = {space: check_embeddings(x, config.codebook_size, f"{space} embeddings") for space, x in spaces.items()}
+        if any(len(x) != len(item_ids) for x in spaces.values()):
+            raise QuantizeError(f"{EMBEDDINGS_DIR}: embedding rows do not match {len(item_ids)} item ids")
+        prefix_metrics = len(spaces) > 1
+        tables, metrics, curves = [], {}, []
+        for space, x in spaces.items():
+            started = time.perf_counter()
+            quantizer = make_quantizer(name, config.levels, config.codebook_size, params.base.seed, config.options(name))
+            quantizer.fit(x)
+            fit_seconds = time.perf_counter() - started
+            codes = quantizer.encode(x)  # (n_items, levels)
+            found = diagnostics(x, codes, quantizer.decode(codes), config.codebook_size, config.neighbours, params.base.seed)
+            found["fit_seconds"] = fit_seconds
+            metrics.update({(f"{space}_{k}" if prefix_metrics else k): v for k, v in found.items()})
+            tables.append(build_id_table(item_ids, codes, space, config.dedup))
+            curves.extend({"space": space, **row} for row in getattr(quantizer, "curve", []))
+            print(
+                f"{name} [{space}]: usage/level {[round(found[f'codebook_usage_level_{l}'], 3) for l in range(1, config.levels + 1)]}, "
+                f"collisions {found['collision_rate']:.3f} (largest bucket {found['largest_bucket']}), "
+                f"neighbours {found['neighbour_preservation']:.3f} vs random {found['neighbour_preservation_random']:.3f}, "
+                f"recon error {found['reconstruction_error']:.3f}, fit {fit_seconds:.0f}s"
+            )
+        meta = {
+            "quantizer": name,
+            "spaces": list(spaces),
+            "levels": config.levels,
+            "codebook_sizes": codebook_sizes(pd.concat(tables), config.codebook_size, config.levels),
+            "dedup": config.dedup,
+        }
+        write_semantic_ids(IDS_DIR, tables, meta)
+        write_json(METRICS_FILE, metrics)
+        write_curve(curves)
+        run.log_metrics({k: float(v) for k, v in metrics.items()})
+
+
+def write_curve(rows: list[dict]) -> None:
+    """Training curves of the learned quantizers; one placeholder row for the others, since a DVC
+    plot needs at least one."""
+    frame = pd.DataFrame(rows) if rows else pd.DataFrame([{"space": "none", "step": 0, "loss": np.nan}])
+    with atomic_path(CURVE_FILE) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""DVC stage: items + train interactions + train queries -> data/embeddings/ + metrics/embed.json."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from semid.config import load_params
+from semid.data import load_interactions, load_items
+from semid.embed import EmbeddingInputs, dense_ceilings, embed_items, write_embeddings
+from semid.io import write_json
+from semid.queries import load_queries
+from semid.stages.common import stage_main
+from semid.tracking import stage_run
+
+PREPARED_DIR = Path("data/prepared")
+QUERIES_DIR = Path("data/queries")
+EMBEDDINGS_DIR = Path("data/embeddings")
+CHECKPOINTS_DIR = Path("models/embedder_checkpoints")
+METRICS_FILE = Path("metrics/embed.json")
+
+
+def run_fingerprint(params, *frames: pd.DataFrame) -> str:
+    """A short hash of the params and input tables a fine-tune reads."""
+    digest = hashlib.sha256(json.dumps(params.flat(["base", "embedding", "embed"]), sort_keys=True, default=str).encode())
+    for frame in frames:
+        digest.update(pd.util.hash_pandas_object(frame.astype(str), index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
+@stage_main
+def main() -> None:
+    params = load_params()
+    config = params.embed
+    items = load_items(PREPARED_DIR)
+    interactions = load_interactions(PREPARED_DIR)
+    train_queries = load_queries(QUERIES_DIR, "train")
+    fingerprint = run_fingerprint(params, items[["item_id", "item_text"]], interactions, train_queries)
+    inputs = EmbeddingInputs(
+        items=items,
+        train_interactions=interactions[interactions["split"] == "train"],
+        train_queries=train_queries,
+        config=config,
+        seed=params.base.seed,
+        # Checkpoints of another setup must never be resumed: the folder is keyed by a hash of
+        # everything the fine-tune reads; it is removed once the stage succeeds.
+        work_dir=CHECKPOINTS_DIR / f"{params.embedding}-{fingerprint}",
+    )
+    with stage_run("train_embedder", params, keys=["base", "embedding", "embed"]) as run:
+        start = time.perf_counter()
+        result = embed_items(params.embedding, inputs)
+        seconds = time.perf_counter() - start
+        metrics = {
+            "method": params.embedding,
+            "seconds": seconds,
+            **{f"dim_{space}": int(v.shape[1]) for space, v in result.spaces.items()},
+            **result.info,
+            **dense_ceilings(result, items, interactions, load_queries(QUERIES_DIR, "valid"), config, params.base.seed),
+        }
+        write_embeddings(result, items, params.embedding, config.model, EMBEDDINGS_DIR)
+        write_json(METRICS_FILE, metrics)
+        shutil.rmtree(inputs.work_dir, ignore_errors=True)
+        run.log_metrics(metrics)
+    shown = {k: metrics.get(k) for k in ("search_recall_at_30", "rec_recall_at_30", "popularity_rec_recall_at_30")}
+    print(f"{params.embedding}: {seconds:.0f}s; validation ceilings {shown}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""DVC stage: semantic IDs + queries + histories -> models/generator (one T5 for search and rec)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from semid.config import load_params
+from semid.data import load_interactions, load_items
+from semid.generate import build_examples, load_id_table, set_threads, tokenizer_corpus, train_generator
+from semid.io import write_json
+from semid.queries import load_queries
+from semid.stages.common import stage_main
+from semid.tracking import stage_run
+
+PREPARED_DIR = Path("data/prepared")
+QUERIES_DIR = Path("data/queries")
+IDS_DIR = Path("data/ids")
+GENERATOR_DIR = Path("models/generator")
+METRICS_FILE = Path("metrics/train_t5.json")
+
+
+@stage_main
+def main() -> None:
+    params = load_params()
+    config, seed = params.generator, params.base.seed
+    set_threads(config.threads)
+    with stage_run("train_t5", params, keys=["base", "generator"]) as run:
+        items, interactions = load_items(PREPARED_DIR), load_interactions(PREPARED_DIR)
+        table = load_id_table(IDS_DIR, items["item_id"])
+        train_queries, valid_queries = load_queries(QUERIES_DIR, "train"), load_queries(QUERIES_DIR, "valid")
+        train, valid = build_examples(config, table, items, interactions, train_queries, valid_queries, seed)
+        stats = train_generator(
+            config, table, train, valid, tokenizer_corpus(items, train_queries), GENERATOR_DIR, seed
+        )
+        write_json(METRICS_FILE, stats)
+        run.log_metrics(stats)
+    print(
+        f"{stats['train_examples']:,} examples ({stats['train_search_examples']:,} search, "
+        f"{stats['train_rec_examples']:,} rec, {stats['train_index_examples']:,} indexing); "
+        f"{stats['steps']:,} steps = {stats['epochs_done']:.2f} epochs in {stats['train_seconds']:.0f} s "
+        f"({stats['train_examples_per_second']:.0f} examples/s); train loss {stats['train_loss']:.3f}, "
+        f"valid loss {stats.get('valid_loss', float('nan')):.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

