@@ -159,32 +159,81 @@ def bm25_search(items: pd.DataFrame, texts: Sequence[str], k: int) -> list[list[
     return _rows_to_items(np.asarray(results), items["item_id"].to_numpy())
 
 
+class DenseIndex:
+    """A run's item embeddings for kNN: queries through its query encoder (loaded on first use),
+    histories as the mean of their item vectors. Results are (items, dot-product scores) per input."""
+
+    def __init__(self, embeddings_dir: Path):
+        from semid.embed import load_embedding_meta, load_item_embeddings
+
+        self.embeddings_dir = Path(embeddings_dir)
+        self.meta = load_embedding_meta(self.embeddings_dir)
+        self.item_ids, spaces = load_item_embeddings(self.embeddings_dir)
+        query_space = self.meta.get("query_space") or ("search" if "search" in spaces else "joint")
+        self.search_space = spaces[query_space]
+        self.rec_space = spaces["rec" if "rec" in spaces else "joint"]
+        self.row_of = {int(item): row for row, item in enumerate(self.item_ids)}
+        self._encoder: Any = None
+
+    @property
+    def searchable(self) -> bool:
+        """Whether the run has a query encoder into its item space (not so for rec, concat, svd)."""
+        return bool(self.meta.get("query_encoder"))
+
+    @property
+    def encoder(self):
+        from semid.embed import load_query_encoder
+
+        if self._encoder is None and self.searchable:
+            self._encoder = load_query_encoder(self.embeddings_dir)
+        return self._encoder
+
+    def _ranked(
+        self, vectors: np.ndarray, space: np.ndarray, k: int, exclude: list[set[int]] | None = None
+    ) -> tuple[list[list[int]], list[list[float]]]:
+        from semid.embed import top_k
+
+        rows = top_k(vectors, space, min(k, len(space)), exclude=exclude)  # (n, k) item rows
+        scores = np.einsum("nd,nkd->nk", vectors, space[rows])
+        if exclude is not None:  # fewer than k unseen items: drop the excluded rows top_k padded with
+            keep = [[r not in seen for r in row] for row, seen in zip(rows.tolist(), exclude)]
+        else:
+            keep = [[True] * rows.shape[1]] * len(rows)
+        items = [[int(self.item_ids[r]) for r, ok in zip(row, ks) if ok] for row, ks in zip(rows, keep)]
+        item_scores = [[float(s) for s, ok in zip(row, ks) if ok] for row, ks in zip(scores, keep)]
+        return items, item_scores
+
+    def search(self, texts: Sequence[str], k: int) -> tuple[list[list[int]], list[list[float]]] | None:
+        """kNN of query vectors (the run's query encoder) over the item space; None where no encoder."""
+        if not self.searchable:
+            return None
+        vectors = self.encoder.encode(
+            list(texts), batch_size=64, convert_to_numpy=True, normalize_embeddings=False
+        )
+        return self._ranked(np.asarray(vectors, dtype=np.float32), self.search_space, k)
+
+    def recommend(
+        self, recent: Sequence[list[int]], exclude: Sequence[set[int]], k: int
+    ) -> tuple[list[list[int]], list[list[float]]]:
+        """kNN of the mean of the recent history's item vectors (rec space), seen items excluded."""
+        from semid.embed import history_vectors
+
+        vectors = history_vectors(self.rec_space, [[self.row_of[i] for i in h] for h in recent])
+        excluded_rows = [{self.row_of[i] for i in seen} for seen in exclude]
+        return self._ranked(vectors, self.rec_space, k, exclude=excluded_rows)
+
+
 def dense_search(embeddings_dir: Path, texts: Sequence[str], k: int) -> list[list[int]] | None:
     """kNN of query vectors (the run's query encoder) over the item space; None where no encoder."""
-    from semid.embed import load_embedding_meta, load_item_embeddings, load_query_encoder, top_k
-
-    meta = load_embedding_meta(embeddings_dir)
-    encoder = load_query_encoder(embeddings_dir)
-    if encoder is None:
-        return None
-    item_ids, spaces = load_item_embeddings(embeddings_dir)
-    space = spaces[meta.get("query_space") or ("search" if "search" in spaces else "joint")]
-    vectors = encoder.encode(list(texts), batch_size=64, convert_to_numpy=True, normalize_embeddings=False)
-    return _rows_to_items(top_k(np.asarray(vectors, dtype=np.float32), space, k), item_ids)
+    found = DenseIndex(embeddings_dir).search(texts, k)
+    return found[0] if found is not None else None
 
 
 def dense_rec(
     embeddings_dir: Path, recent: Sequence[list[int]], exclude: Sequence[set[int]], k: int
 ) -> list[list[int]]:
     """kNN of the mean of the recent history's item vectors (rec space), seen items excluded."""
-    from semid.embed import history_vectors, load_item_embeddings, top_k
-
-    item_ids, spaces = load_item_embeddings(embeddings_dir)
-    space = spaces["rec" if "rec" in spaces else "joint"]
-    row_of = {int(item): row for row, item in enumerate(item_ids)}
-    vectors = history_vectors(space, [[row_of[i] for i in h] for h in recent])
-    excluded_rows = [{row_of[i] for i in seen} for seen in exclude]
-    return _rows_to_items(top_k(vectors, space, k, exclude=excluded_rows), item_ids)
+    return DenseIndex(embeddings_dir).recommend(recent, exclude, k)[0]
 
 
 def popularity_rec(
@@ -229,6 +278,42 @@ def _ranks(ranked: Sequence[list[int]], targets: Sequence[int]) -> list[int | No
     return [hit_rank(r, t) for r, t in zip(ranked, targets)]
 
 
+def _decode_settings(config, k: int) -> dict[str, Any]:
+    return {
+        "k": k,
+        "num_beam_groups": config.num_beam_groups,
+        "diversity_penalty": config.diversity_penalty,
+        "constrained": config.constrained,
+        "batch_size": config.batch_size,
+    }
+
+
+def decode_search(generator, texts: Sequence[str], config, k: int | None = None):
+    """The evaluation's search decoding (``evaluate`` config: beams, groups, trie) of raw query texts."""
+    from semid.generate import SEARCH_PREFIX, generate_items
+
+    k = k or config.k
+    inputs = [SEARCH_PREFIX + text for text in texts]
+    beams = max(config.num_beams, k)
+    return generate_items(generator, inputs, "search", num_beams=beams, **_decode_settings(config, k))
+
+
+def decode_rec(
+    generator, recent: Sequence[list[int]], seen: Sequence[set[int]], config, k: int | None = None
+):
+    """The evaluation's rec decoding: the last H items as input, the user's items (``seen``) removed."""
+    from semid.generate import generate_items, rec_source
+
+    k = k or config.k
+    inputs = [rec_source(generator.table, history) for history in recent]
+    # Removing seen items must still leave k: widen the beam by the longest input history.
+    extra = 0 if config.num_beam_groups > 1 else generator.history_length
+    return generate_items(
+        generator, inputs, "rec", num_beams=max(config.num_beams, k) + extra, exclude=list(seen),
+        **_decode_settings(config, k),
+    )  # fmt: skip
+
+
 def evaluate_all(
     generator,
     items: pd.DataFrame,
@@ -239,22 +324,15 @@ def evaluate_all(
     seed: int,
 ) -> EvaluationResult:
     """Generator (search + rec) and baselines on the same test sets; metrics and per-example predictions."""
-    from semid.generate import SEARCH_PREFIX, generate_items, rec_source
+    from semid.generate import SEARCH_PREFIX, rec_source
 
     k = config.k
     item_ids = items["item_id"].to_numpy(np.int64)
-    decode = {
-        "k": k,
-        "num_beam_groups": config.num_beam_groups,
-        "diversity_penalty": config.diversity_penalty,
-        "constrained": config.constrained,
-        "batch_size": config.batch_size,
-    }
 
     # search
     search_set = search_test_set(test_queries, item_ids, config.search_queries, seed)
     search_inputs = [SEARCH_PREFIX + text for text in search_set["text"]]
-    decoded = generate_items(generator, search_inputs, "search", num_beams=config.num_beams, **decode)
+    decoded = decode_search(generator, search_set["text"].tolist(), config)
     search_targets = search_set["item_id"].astype(int).tolist()
     search_ranks = _ranks(decoded.ranked_items, search_targets)
     search = ranking_metrics(search_ranks)
@@ -273,11 +351,7 @@ def evaluate_all(
     segments = ["head" if t in head else "torso" for t in rec_set["target_item"]]
     seen = [set(h) for h in rec_set["history"]]
     rec_inputs = [rec_source(generator.table, recent) for recent in rec_set["recent"]]
-    # Removing seen items must still leave k: widen the beam by the longest input history.
-    extra = 0 if config.num_beam_groups > 1 else generator.history_length
-    decoded_rec = generate_items(
-        generator, rec_inputs, "rec", num_beams=config.num_beams + extra, exclude=seen, **decode
-    )
+    decoded_rec = decode_rec(generator, rec_set["recent"].tolist(), seen, config)
     rec_targets = rec_set["target_item"].tolist()
     rec_ranks = _ranks(decoded_rec.ranked_items, rec_targets)
     rec = ranking_metrics(rec_ranks)

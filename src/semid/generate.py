@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 import time
 from collections.abc import Iterable, Sequence
@@ -582,6 +583,9 @@ class Decoded:
     sequences_returned: int
     sequences_invalid: int
     seconds: float
+    # per input, aligned with ranked_items: the length-normalised log-probability of the ID that
+    # brought each item (NaN where the decoder reports none, e.g. a single greedy beam)
+    scores: list[list[float]] = field(default_factory=list)
 
     @property
     def invalid_id_rate(self) -> float:
@@ -593,11 +597,16 @@ class Decoded:
 
 
 def _rank_items(
-    trie: IdTrie, sequences: Sequence[Sequence[int]], k: int, exclude: set[int] | None = None
-) -> tuple[list[int], int]:
-    """Distinct items of the sequences in beam order (IDs shared by several items expand in item order)."""
-    ranked, seen, invalid = [], set(exclude or ()), 0
-    for sequence in sequences:
+    trie: IdTrie,
+    sequences: Sequence[Sequence[int]],
+    k: int,
+    exclude: set[int] | None = None,
+    sequence_scores: Sequence[float] | None = None,
+) -> tuple[list[int], list[float], int]:
+    """Distinct items of the sequences in beam order (IDs shared by several items expand in item order),
+    each with its sequence's score."""
+    ranked, scores, seen, invalid = [], [], set(exclude or ()), 0
+    for position, sequence in enumerate(sequences):
         items = trie.lookup(sequence)
         if items is None:
             invalid += 1
@@ -606,7 +615,8 @@ def _rank_items(
             if item not in seen:
                 seen.add(item)
                 ranked.append(item)
-    return ranked[:k], invalid
+                scores.append(float(sequence_scores[position]) if sequence_scores is not None else math.nan)
+    return ranked[:k], scores[:k], invalid
 
 
 def generate_items(
@@ -638,7 +648,7 @@ def generate_items(
     beams = min(num_beams, len(trie.items)) if constrained and num_beam_groups == 1 else num_beams
     returned = beams if exclude is not None or num_beam_groups > 1 else min(beams, k)
     model, tokenizer = generator.model, generator.tokenizer
-    ranked, total, invalid = [], 0, 0
+    ranked, ranked_scores, total, invalid = [], [], 0, 0
     started = time.monotonic()
     for start in progress(range(0, len(sources), batch_size), desc=f"decode {task}", unit="batch"):
         batch = tokenizer(
@@ -650,7 +660,9 @@ def generate_items(
         ).to(model.device)
         with torch.no_grad():
             if num_beam_groups > 1:
-                per_input = diverse_beam_search(model, batch, trie, beams, num_beam_groups, diversity_penalty)
+                per_input, per_input_scores = diverse_beam_search(
+                    model, batch, trie, beams, num_beam_groups, diversity_penalty
+                )
             else:
                 output = model.generate(
                     **batch,
@@ -660,24 +672,36 @@ def generate_items(
                     do_sample=False,
                     early_stopping=True,
                     prefix_allowed_tokens_fn=trie.prefix_allowed_tokens_fn() if constrained else None,
+                    return_dict_in_generate=True,
+                    output_scores=True,
                 )
-                sequences = output[:, 1:].tolist()  # drop the decoder start token
+                sequences = output.sequences[:, 1:].tolist()  # drop the decoder start token
+                scores = (
+                    output.sequences_scores.tolist()
+                    if output.sequences_scores is not None
+                    else [math.nan] * len(sequences)
+                )
                 per_input = [
                     sequences[i * returned : (i + 1) * returned] for i in range(len(sequences) // returned)
                 ]
-        for offset, sequences in enumerate(per_input):
+                per_input_scores = [
+                    scores[i * returned : (i + 1) * returned] for i in range(len(sequences) // returned)
+                ]
+        for offset, (sequences, scores) in enumerate(zip(per_input, per_input_scores)):
             seen = exclude[start + offset] if exclude is not None else None
-            items, bad = _rank_items(trie, sequences, k, seen)
+            items, item_scores, bad = _rank_items(trie, sequences, k, seen, scores)
             ranked.append(items)
+            ranked_scores.append(item_scores)
             total += len(sequences)
             invalid += bad
-    return Decoded(ranked, total, invalid, time.monotonic() - started)
+    return Decoded(ranked, total, invalid, time.monotonic() - started, ranked_scores)
 
 
 def diverse_beam_search(
     model, batch, trie: IdTrie, num_beams: int, num_groups: int, diversity_penalty: float
 ):
-    """Group beam search with Hamming diversity over the ID trie; per input, every group's beams.
+    """Group beam search with Hamming diversity over the ID trie: per input, every group's beams and
+    their length-normalised log-probabilities.
 
     IDs are a few tokens long, so each step re-runs the decoder over the whole prefix instead of
     keeping a cache: simpler, and cheap at this length. Groups decode one after another at each
@@ -736,10 +760,11 @@ def diverse_beam_search(
                     taken[i].add(prefix)
         if all(p and p[-1] == trie.eos for i in range(n_inputs) for g in beams[i] for p, _ in g):
             break
-    results = []
+    results, result_scores = [], []
     for i in range(n_inputs):
-        finished = [(score, prefix) for group in beams[i] for prefix, score in group]
+        finished = [(score / max(1, len(prefix)), prefix) for group in beams[i] for prefix, score in group]
         # Rank across groups by length-normalised log-probability, as HF beam search does.
-        finished.sort(key=lambda c: -c[0] / max(1, len(c[1])))
+        finished.sort(key=lambda c: -c[0])
         results.append([list(prefix) for _, prefix in finished])
-    return results
+        result_scores.append([score for score, _ in finished])
+    return results, result_scores
