@@ -1,13 +1,26 @@
-# semid: CPU by default. For a GPU image pass a CUDA base, e.g.
-#   docker build --build-arg BASE=nvidia/cuda:12.4.1-runtime-ubuntu22.04 -t semid:gpu .
-# (a CUDA base needs python3.11 + venv installed; the pinned torch wheel is then the CUDA build).
+# semid: CPU by default; `docker run semid` runs `make reproduce` (outputs in /semid).
+#   docker build -t semid .
+# GPU image: a CUDA base and PyPI's torch (its Linux wheel of torch==2.13.0 is the CUDA build):
+#   docker build --build-arg BASE=nvidia/cuda:12.4.1-runtime-ubuntu22.04 \
+#     --build-arg APT_PYTHON="python3 python3-venv" --build-arg TORCH_INDEX_URL= -t semid:gpu .
+#   docker run --gpus all -e GEMINI_API_KEY semid:gpu make reproduce  # or a paper-profile command
 ARG BASE=python:3.11-slim
 FROM ${BASE}
-RUN apt-get update && apt-get install -y --no-install-recommends git make \
+# Where torch comes from; the CPU wheel keeps the image small. Empty: PyPI's build.
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# Python packages to apt-install on bases without Python (CUDA images).
+ARG APT_PYTHON=""
+RUN apt-get update && apt-get install -y --no-install-recommends git make ${APT_PYTHON} \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /semid
 COPY requirements.txt pyproject.toml README.md ./
-RUN python3 -m venv .venv && .venv/bin/pip install --no-cache-dir -r requirements.txt
+# torch first from TORCH_INDEX_URL at the locked version (2.13.0+cpu satisfies torch==2.13.0),
+# then the same pinned lock as everywhere else.
+RUN python3 -m venv .venv \
+    && if [ -n "$TORCH_INDEX_URL" ]; then \
+         .venv/bin/pip install --no-cache-dir --index-url "$TORCH_INDEX_URL" "$(grep -E '^torch==' requirements.txt)"; \
+       fi \
+    && .venv/bin/pip install --no-cache-dir -r requirements.txt
 COPY . .
 RUN .venv/bin/pip install --no-cache-dir --no-deps -e . && touch .venv/bin/.installed
 CMD ["make", "reproduce"]

@@ -18,6 +18,11 @@ help:
 	@echo "make ui          MLflow UI on http://127.0.0.1:5000"
 	@echo "make dag         the pipeline graph"
 	@echo "make clean       remove pipeline outputs (keeps .venv and the DVC cache)"
+	@echo "make grid        queue the embedding x quantizer grid (EMBEDDINGS=, QUANTIZERS=, N= workers), run it"
+	@echo "make results     results/table.md + plots from every experiment"
+	@echo "make report      the RQ-VAE diagnosis: reports/rqvae.md"
+	@echo "make remote      default DVC remote in ../semid-dvc-remote (REMOTE=...)"
+	@echo "make paper-dry-run  the paper profile on a small offline slice"
 
 # Re-install only when the lock or the package metadata changes.
 $(BIN)/.installed: requirements.txt pyproject.toml
@@ -54,3 +59,33 @@ ui: venv
 
 clean:
 	rm -rf data/prepared data/queries data/embeddings data/ids models predictions
+
+# ---- experiments: the grid, results, the RQ-VAE report, remote artifacts, paper dry run ----
+# make grid EMBEDDINGS="content multitask" QUANTIZERS="rqkmeans rqvae" N=2
+EMBEDDINGS ?= content search rec multitask concat svd separate
+QUANTIZERS ?= rqkmeans rqvae rqvae_naive dictlearn rlfq
+N ?= 1
+GRID_ARGS ?=
+REPORT_ARGS ?=
+DRY_RUN_ARGS ?=
+# A DVC remote in a folder outside the repo; S3/GCS examples in README "Remote artifacts".
+REMOTE ?= $(abspath ../semid-dvc-remote)
+
+.PHONY: grid results report remote paper-dry-run
+
+grid: venv .dvc/config
+	$(BIN)/python -m semid.grid --embeddings "$(EMBEDDINGS)" --quantizers "$(QUANTIZERS)" -j $(N) $(GRID_ARGS)
+
+results: venv
+	$(BIN)/python -m semid.results
+
+report: venv .dvc/config
+	$(BIN)/python -m semid.report -j $(N) $(REPORT_ARGS)
+
+remote: venv .dvc/config
+	mkdir -p "$(REMOTE)"
+	$(BIN)/dvc remote add --local --default --force local "$(REMOTE)"
+	@echo "default DVC remote 'local' -> $(REMOTE) (in .dvc/config.local); now: dvc push / dvc pull"
+
+paper-dry-run: venv
+	$(BIN)/python -m semid.paper_dry_run $(DRY_RUN_ARGS)

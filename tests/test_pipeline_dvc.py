@@ -22,8 +22,8 @@ def test_prepare_stage_repro_is_cached_and_param_changes_rerun_it(dvc_repo):
     assert "didn't change" in again.stdout or "up to date" in again.stdout
 
     # a key the stage does not read leaves it alone; a key it reads reruns it
-    status = dvc(dvc_repo, "status").stdout
-    assert "changed" not in status
+    status = dvc(dvc_repo, "status", "prepare_movielens").stdout
+    assert "changed" not in status and "up to date" in status
     dvc(dvc_repo, "exp", "run", "-S", "data.sample_items=250")
     shown = dvc(dvc_repo, "exp", "show", "--json").stdout
     assert "250" in shown

@@ -395,9 +395,21 @@ def build_section(name: str, cls: type, values: dict[str, Any] | None) -> Any:
 
 
 def find_root(start: Path | None = None) -> Path:
-    """The project root: DVC_ROOT when DVC runs us, else the nearest folder with params.yaml."""
+    """The project root for what all runs share (MLflow store, answer caches): DVC_ROOT when DVC
+    runs us, else the nearest folder with params.yaml.
+
+    A queued experiment runs in a temporary copy (``.dvc/tmp/exps/...``) while DVC sets DVC_ROOT
+    to the repo that queued it (dvc/repo/experiments/queue/base.py), so this is the main repo.
+    Never read the run's own params through it: use :func:`workspace_root`.
+    """
     if os.environ.get("DVC_ROOT"):
         return Path(os.environ["DVC_ROOT"])
+    return workspace_root(start)
+
+
+def workspace_root(start: Path | None = None) -> Path:
+    """The folder this run works in: the nearest one with params.yaml or dvc.yaml above the cwd
+    (in a queued experiment, its temporary copy with the experiment's params)."""
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         if (folder / "params.yaml").exists() or (folder / "dvc.yaml").exists():
@@ -439,7 +451,7 @@ def read_merged(params_path: Path, overrides: dict[str, Any] | None = None) -> d
 
 def load_params(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Params:
     """Load and validate every section. ``overrides`` (dotted keys) win over files; for tests."""
-    params_path = Path(path) if path else find_root() / "params.yaml"
+    params_path = Path(path) if path else workspace_root() / "params.yaml"
     raw = read_merged(params_path, overrides)
 
     unknown = sorted(set(raw) - set(SECTIONS) - set(AXES))

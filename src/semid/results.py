@@ -1,0 +1,419 @@
+"""Every experiment side by side: results/table.md, results/tradeoff.png, results/quantizers.png.
+
+``make results`` (``python -m semid.results``) parses ``dvc exp show --json`` (every experiment
+of every commit DVC lists, plus the workspace), resolves each one's params (params.yaml with its
+profile overlaid, as the stages see them) and lays out the paper's two tables: embedding methods
+(with RQ-KMeans IDs) and quantizers on one embedding, with the paper's numbers beside ours.
+The paper's numbers come from another setup (ML-25M, Gemini queries, flan-t5-base) and are
+labelled so; they show the direction of effects, not a target to match.
+
+Per grid point the newest experiment wins; the workspace fills points no experiment covers.
+Runs whose data or other settings differ are kept apart by the "data" column.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from semid.config import EMBEDDED_PROFILE, EMBEDDING_METHODS, QUANTIZERS, deep_merge
+
+PAPER_LABEL = "paper: ML-25M, Gemini queries, flan-t5-base — different data"
+# Penha et al. 2025, Recall@30, transcribed in shared/reference/paper.md (a test keeps them in step).
+# embedding method -> (search, rec all, rec head, rec torso); None where the paper gives no number.
+PAPER_EMBEDDINGS: dict[str, tuple[float | None, float | None, float | None, float | None]] = {
+    "content": (0.013, 0.023, None, None),
+    "search": (0.072, 0.026, 0.090, 0.070),
+    "rec": (0.004, 0.062, 0.170, 0.035),
+    "separate": (0.028, 0.032, 0.120, 0.051),
+    "prefix-share": (0.007, 0.021, 0.058, 0.010),
+    "concat": (0.048, 0.018, 0.045, 0.041),
+    "svd": (0.033, 0.038, 0.105, 0.060),
+    "multitask": (0.046, 0.049, 0.135, 0.024),
+}
+PAPER_QUANTIZER_EMBEDDING = "multitask"
+# quantizer on multi-task embeddings -> (search, rec)
+PAPER_QUANTIZERS: dict[str, tuple[float, float]] = {
+    "rqkmeans": (0.046, 0.049),
+    "dictlearn": (0.019, 0.029),
+    "rlfq": (0.018, 0.023),
+    "rqvae": (0.002, 0.024),
+}
+# The paper names one "RQ-VAE" without its recipe; its number sits beside both of ours.
+PAPER_QUANTIZERS["rqvae_naive"] = PAPER_QUANTIZERS["rqvae"]
+METHOD_LABELS = {
+    "content": "content",
+    "search": "search-tuned",
+    "rec": "rec (ENMF)",
+    "separate": "separate",
+    "prefix-share": "prefix-share",
+    "concat": "fused concat",
+    "svd": "fused SVD",
+    "multitask": "multi-task",
+    "rqkmeans": "RQ-KMeans",
+    "rqvae": "RQ-VAE (fixed recipe)",
+    "rqvae_naive": "RQ-VAE (library defaults)",
+    "dictlearn": "MiniBatchDictionaryLearning",
+    "rlfq": "ResidualLFQ",
+}
+REFERENCE_QUANTIZER = "rqkmeans"  # the quantizer of the paper's embedding table
+
+
+@dataclass
+class ExperimentResult:
+    """One row of `dvc exp show`: its name, resolved params and metrics files."""
+
+    name: str
+    rev: str
+    timestamp: str | None
+    params: dict[str, Any]
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # file stem -> flat metrics
+
+    @property
+    def embedding(self) -> str:
+        return str(self.params.get("embedding", EMBEDDING_METHODS[0]))
+
+    @property
+    def quantizer(self) -> str:
+        return str(self.params.get("quantizer", QUANTIZERS[0]))
+
+    @property
+    def is_workspace(self) -> bool:
+        return self.rev == "workspace"
+
+    @property
+    def data_label(self) -> str:
+        """What the numbers were measured on: profile, release and sample sizes."""
+        data = self.params.get("data") or {}
+        parts = [str(data.get("release", "?"))]
+        if data.get("sample_items"):
+            parts.append(f"{data['sample_items']} items")
+        if data.get("sample_users"):
+            parts.append(f"{data['sample_users']} users")
+        profile = (self.params.get("base") or {}).get("profile", EMBEDDED_PROFILE)
+        if profile != EMBEDDED_PROFILE:
+            parts.append(f"profile {profile}")
+        return ", ".join(parts)
+
+    def metric(self, stem: str, key: str) -> float | None:
+        value = self.metrics.get(stem, {}).get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            return None
+        return float(value)
+
+    @property
+    def finished(self) -> bool:
+        return self.metric("search", "recall_at_30") is not None and self.metric("rec", "recall_at_30") is not None
+
+
+def exp_show_json(root: Path) -> list[dict]:
+    """``dvc exp show --json`` of every commit (``-A``) in ``root``."""
+    result = subprocess.run(
+        [sys.executable, "-m", "dvc", "exp", "show", "--json", "-A"], cwd=root, capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"dvc exp show failed: {result.stderr.strip()}")
+    return json.loads(result.stdout or "[]")
+
+
+def _resolved_params(files: dict[str, Any]) -> dict[str, Any]:
+    """params.yaml with the active profile's file overlaid, as semid.config.read_merged does."""
+    params = dict((files.get("params.yaml") or {}).get("data") or {})
+    profile = (params.get("base") or {}).get("profile", EMBEDDED_PROFILE)
+    if profile != EMBEDDED_PROFILE:
+        overlay = (files.get(f"profiles/{profile}.yaml") or {}).get("data") or {}
+        params = deep_merge(params, overlay)
+    return params
+
+
+def _entry(node: dict) -> ExperimentResult | None:
+    data = node.get("data")
+    if not isinstance(data, dict) or not data.get("params"):
+        return None
+    metrics = {
+        Path(path).stem: dict(content.get("data") or {})
+        for path, content in (data.get("metrics") or {}).items()
+        if isinstance(content, dict) and isinstance(content.get("data"), dict)
+    }
+    rev = node.get("rev") or data.get("rev") or "?"
+    name = "workspace" if rev == "workspace" else (node.get("name") or str(rev)[:7])
+    return ExperimentResult(name, rev, data.get("timestamp"), _resolved_params(data["params"]), metrics)
+
+
+def parse_exp_show(shown: Sequence[dict]) -> list[ExperimentResult]:
+    """Every workspace / commit / experiment entry of ``dvc exp show --json`` output."""
+    found: list[ExperimentResult] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for child in node:
+                walk(child)
+            return
+        if not isinstance(node, dict):
+            return
+        entry = _entry(node)
+        if entry is not None:
+            found.append(entry)
+        for key in ("experiments", "revs"):
+            walk(node.get(key))
+
+    walk(list(shown))
+    return found
+
+
+def _point_key(result: ExperimentResult) -> tuple[str, str, str]:
+    return (result.data_label, result.embedding, result.quantizer)
+
+
+def best_per_point(results: Iterable[ExperimentResult]) -> dict[tuple[str, str, str], ExperimentResult]:
+    """One finished result per (data, embedding, quantizer): the newest experiment or commit; the
+    workspace only where nothing else covers the point."""
+    chosen: dict[tuple[str, str, str], ExperimentResult] = {}
+    for result in results:
+        if not result.finished:
+            continue
+        key = _point_key(result)
+        current = chosen.get(key)
+        if current is None or (current.is_workspace and not result.is_workspace):
+            chosen[key] = result
+        elif not result.is_workspace and (result.timestamp or "") > (current.timestamp or ""):
+            chosen[key] = result
+    return chosen
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _data_groups(points: dict[tuple[str, str, str], ExperimentResult]) -> list[str]:
+    counts: dict[str, int] = {}
+    for data, _, _ in points:
+        counts[data] = counts.get(data, 0) + 1
+    return sorted(counts, key=lambda d: -counts[d])
+
+
+def quantizer_table_embedding(points: dict[tuple[str, str, str], ExperimentResult], data: str) -> str | None:
+    """The embedding with the most quantizers finished (the paper's multi-task one wins ties)."""
+    counts: dict[str, int] = {}
+    for d, embedding, _ in points:
+        if d == data:
+            counts[embedding] = counts.get(embedding, 0) + 1
+    if not counts:
+        return None
+    return max(counts, key=lambda e: (counts[e], e == PAPER_QUANTIZER_EMBEDDING, e == "content"))
+
+
+def _ids_metric(result: ExperimentResult, key: str) -> float | None:
+    """An ids.json diagnostic; for `separate` (one table per space) the mean of both spaces."""
+    direct = result.metric("ids", key)
+    if direct is not None:
+        return direct
+    values = [v for v in (result.metric("ids", f"{s}_{key}") for s in ("search", "rec")) if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def embedding_table(points: dict, data: str) -> list[str]:
+    lines = [
+        f"#### Embedding methods ({METHOD_LABELS[REFERENCE_QUANTIZER]} IDs), Recall@30 — ours on {data}",
+        "",
+        "| embedding | search | rec | rec head | rec torso | experiment "
+        f"| search ({PAPER_LABEL}) | rec (paper) | rec head (paper) | rec torso (paper) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    methods = [*EMBEDDING_METHODS, *[m for m in PAPER_EMBEDDINGS if m not in EMBEDDING_METHODS]]
+    for method in methods:
+        ours = points.get((data, method, REFERENCE_QUANTIZER))
+        paper = PAPER_EMBEDDINGS.get(method, (None,) * 4)
+        if ours is None and all(v is None for v in paper):
+            continue
+        cells = ["—"] * 4 + ["not run"]
+        if ours is not None:
+            cells = [
+                _fmt(ours.metric("search", "recall_at_30")),
+                _fmt(ours.metric("rec", "recall_at_30")),
+                _fmt(ours.metric("rec", "recall_at_30_head")),
+                _fmt(ours.metric("rec", "recall_at_30_torso")),
+                f"`{ours.name}`",
+            ]
+        if method == "prefix-share" and ours is None:
+            cells[-1] = "not in semid's grid"
+        lines.append(f"| {METHOD_LABELS[method]} | " + " | ".join([*cells, *map(_fmt, paper)]) + " |")
+    return lines
+
+
+def quantizer_table(points: dict, data: str) -> list[str]:
+    embedding = quantizer_table_embedding(points, data)
+    if embedding is None:
+        return []
+    note = "" if embedding == PAPER_QUANTIZER_EMBEDDING else f" (the paper's are on {METHOD_LABELS[PAPER_QUANTIZER_EMBEDDING]})"
+    lines = [
+        f"#### Quantizers on {METHOD_LABELS[embedding]} embeddings, Recall@30 — ours on {data}{note}",
+        "",
+        "| quantizer | search | rec | collisions | usage L1 | experiment | search (paper) | rec (paper) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for quantizer in QUANTIZERS:
+        ours = points.get((data, embedding, quantizer))
+        paper = PAPER_QUANTIZERS.get(quantizer, (None, None))
+        if ours is None and paper == (None, None):
+            continue
+        cells = ["—"] * 4 + ["not run"]
+        if ours is not None:
+            cells = [
+                _fmt(ours.metric("search", "recall_at_30")),
+                _fmt(ours.metric("rec", "recall_at_30")),
+                _fmt(_ids_metric(ours, "collision_rate")),
+                _fmt(_ids_metric(ours, "codebook_usage_level_1")),
+                f"`{ours.name}`",
+            ]
+        lines.append(f"| {METHOD_LABELS[quantizer]} | " + " | ".join([*cells, *map(_fmt, paper)]) + " |")
+    return lines
+
+
+def all_points_table(points: dict) -> list[str]:
+    lines = [
+        "#### Every finished grid point",
+        "",
+        "| data | embedding | quantizer | search R@10 | search R@30 | rec R@10 | rec R@30 | BM25 search R@30 | popularity rec R@30 | experiment |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for (data, embedding, quantizer), result in sorted(points.items()):
+        lines.append(
+            f"| {data} | {embedding} | {quantizer} | {_fmt(result.metric('search', 'recall_at_10'))} "
+            f"| {_fmt(result.metric('search', 'recall_at_30'))} | {_fmt(result.metric('rec', 'recall_at_10'))} "
+            f"| {_fmt(result.metric('rec', 'recall_at_30'))} "
+            f"| {_fmt(result.metric('baselines', 'bm25_search_recall_at_30'))} "
+            f"| {_fmt(result.metric('baselines', 'popularity_rec_recall_at_30'))} | `{result.name}` |"
+        )
+    return lines
+
+
+def render_table(points: dict) -> str:
+    """results/table.md: per data setting, the paper's two tables with its numbers beside ours."""
+    out = [
+        "# semid results",
+        "",
+        "Generated by `make results` from `dvc exp show` (every experiment plus the workspace). "
+        f"Columns marked *paper* are Penha et al. 2025 ({PAPER_LABEL}): they show the direction "
+        "of effects, not numbers to match. Our search numbers use the offline template queries "
+        "unless the data column says otherwise.",
+        "",
+    ]
+    if not points:
+        out.append("No finished experiment yet: run `make grid` (or `dvc repro`), then `make results`.")
+        return "\n".join(out) + "\n"
+    for data in _data_groups(points):
+        out += [f"## {data}", ""]
+        out += embedding_table(points, data) + [""]
+        out += quantizer_table(points, data) + [""]
+    out += all_points_table(points)
+    return "\n".join(out) + "\n"
+
+
+def plot_tradeoff(points: dict, path: Path) -> None:
+    """Search vs rec Recall@30 per grid point (ours), beside the paper's embedding methods."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ours_ax, paper_ax) = plt.subplots(1, 2, figsize=(11, 4.6))
+    markers = dict(zip(QUANTIZERS, "os^Dv"))
+    colours = dict(zip([*EMBEDDING_METHODS, "prefix-share"], plt.get_cmap("tab10").colors))
+    data = _data_groups(points)[0] if points else None
+    for (d, embedding, quantizer), result in sorted(points.items()):
+        if d != data:
+            continue
+        x, y = result.metric("search", "recall_at_30"), result.metric("rec", "recall_at_30")
+        ours_ax.scatter(x, y, marker=markers[quantizer], color=colours[embedding], s=60)
+        ours_ax.annotate(f"{embedding}/{quantizer}", (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    ours_ax.set_title(f"ours: {data or 'no finished experiment'}", fontsize=9)
+    for method, (search, rec, _, _) in PAPER_EMBEDDINGS.items():
+        paper_ax.scatter(search, rec, marker="o", facecolors="none", edgecolors=colours[method], s=60)
+        paper_ax.annotate(METHOD_LABELS[method], (search, rec), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    paper_ax.set_title(f"{PAPER_LABEL} (RQ-KMeans IDs)", fontsize=9)
+    for ax in (ours_ax, paper_ax):
+        ax.set_xlabel("search Recall@30")
+        ax.set_ylabel("rec Recall@30")
+        ax.grid(alpha=0.3)
+    fig.suptitle("Search vs recommendation trade-off per embedding method")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+
+
+def plot_quantizers(points: dict, path: Path) -> None:
+    """Per-level code usage and collision rate per quantizer (from metrics/ids.json)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    data = _data_groups(points)[0] if points else None
+    embedding = quantizer_table_embedding(points, data) if data else None
+    rows = [(q, points[(data, embedding, q)]) for q in QUANTIZERS if (data, embedding, q) in points]
+    levels = 0
+    for _, result in rows:
+        while _ids_metric(result, f"codebook_usage_level_{levels + 1}") is not None:
+            levels += 1
+    fig, (usage_ax, collision_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
+    width = 0.8 / max(levels, 1)
+    positions = np.arange(len(rows))
+    for level in range(1, levels + 1):
+        values = [_ids_metric(r, f"codebook_usage_level_{level}") or 0.0 for _, r in rows]
+        usage_ax.bar(positions + (level - 1) * width, values, width, label=f"level {level}")
+    usage_ax.set_xticks(positions + width * (levels - 1) / 2, [q for q, _ in rows], rotation=20)
+    usage_ax.set_ylabel("share of codebook used")
+    usage_ax.set_ylim(0, 1.05)
+    if levels:
+        usage_ax.legend(fontsize=8)
+    collision_ax.bar(positions, [_ids_metric(r, "collision_rate") or 0.0 for _, r in rows], color="tab:red")
+    collision_ax.set_xticks(positions, [q for q, _ in rows], rotation=20)
+    collision_ax.set_ylabel("items sharing their code tuple")
+    collision_ax.set_ylim(0, 1.05)
+    title = f"{embedding} embeddings, {data}" if rows else "no finished experiment"
+    fig.suptitle(f"Code use per level and collision rate per quantizer ({title})")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+
+
+def write_results(results: Sequence[ExperimentResult], out_dir: Path) -> dict[tuple[str, str, str], ExperimentResult]:
+    """Write table.md, tradeoff.png and quantizers.png into ``out_dir``; returns the chosen points."""
+    from semid.io import atomic_path
+
+    points = best_per_point(results)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "table.md") as tmp:
+        tmp.write_text(render_table(points))
+    for name, plot in (("tradeoff.png", plot_tradeoff), ("quantizers.png", plot_quantizers)):
+        with atomic_path(out_dir / name) as tmp:
+            plot(points, tmp)
+    return points
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--exp-show-json", type=Path, help="a saved `dvc exp show --json` (default: run it)")
+    parser.add_argument("--out", type=Path, default=Path("results"))
+    args = parser.parse_args(argv)
+    from semid.config import workspace_root
+
+    root = workspace_root()
+    shown = json.loads(args.exp_show_json.read_text()) if args.exp_show_json else exp_show_json(root)
+    out = args.out if args.out.is_absolute() else root / args.out
+    points = write_results(parse_exp_show(shown), out)
+    print(f"{len(points)} grid point(s) -> {out / 'table.md'}, {out / 'tradeoff.png'}, {out / 'quantizers.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""The RQ-VAE diagnosis: real quantizers on real MiniLM embeddings, an answer derived from them."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT, run, set_params, stage_env
+from semid.report import AblationRow, Variant, ablation_variants, answer, recipe_remedies, run_ablation
+
+CODEBOOK = 16
+STEPS = 40
+
+
+def test_variants_walk_from_naive_to_fixed_one_remedy_at_a_time():
+    from semid.quantize.options import RQVAE_FIXED, RQVAE_NAIVE, build_options
+
+    remedies = recipe_remedies()
+    assert {"input_scaling", "recon_loss", "commitment_weight"} <= set(remedies)
+    variants = ablation_variants()
+    alone = [v for v in variants if v.group == "alone"]
+    assert all(len(v.overrides) == 1 and v.quantizer == "rqvae_naive" for v in alone)
+    assert {next(iter(v.overrides)) for v in alone} >= set(remedies)
+    path = [v for v in variants if v.group == "path"]
+    assert [len(v.overrides) for v in path] == list(range(1, len(remedies)))
+    # the path's next step is the fixed recipe itself
+    everything = build_options("rqvae_naive", {k: fixed for k, (_, fixed) in remedies.items()})
+    assert everything == RQVAE_FIXED != RQVAE_NAIVE
+    left_out = [v for v in variants if v.group == "leave-one-out"]
+    assert len(left_out) == len(remedies) and all(v.quantizer == "rqvae" for v in left_out)
+
+
+@pytest.fixture(scope="module")
+def measured(minilm_item_embeddings):
+    _, x = minilm_item_embeddings
+    wanted = {"rqkmeans", "rqvae_naive (library defaults)", "naive + kmeans_init=True", "path 1: naive + kmeans_init",
+              "naive + recon_loss=sum", "rqvae (fixed recipe)"}  # fmt: skip
+    variants = [v for v in ablation_variants(leave_one_out=False, extra=False) if v.label in wanted]
+    assert len(variants) == len(wanted)
+    steps = {"rqvae": {"steps": STEPS}, "rqvae_naive": {"steps": STEPS}}
+    with one_thread():
+        return x, run_ablation(x, variants, 2, CODEBOOK, 0, base_overrides=steps)
+
+
+@contextlib.contextmanager
+def one_thread():
+    """A small model on a shared 2-core box trains several times faster on 1 torch thread."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_ablation_measures_every_variant_and_fits_duplicates_once(measured):
+    x, rows = measured
+    labels = [r.variant.label for r in rows]
+    assert labels[0] == "rqkmeans" and "rqvae (fixed recipe)" in labels
+    for row in rows:
+        assert 0 < row.metrics["codebook_usage_level_1"] <= 1 and 0 <= row.metrics["collision_rate"] <= 1
+        assert row.metrics["reconstruction_error"] > 0 and row.fit_seconds > 0
+    # "naive + kmeans_init" alone and "path 1" are the same options: fitted once, one result
+    alone, path = (next(r for r in rows if r.variant.label == label) for label in ("naive + kmeans_init=True", "path 1: naive + kmeans_init"))
+    assert alone.options == path.options and alone.fit_seconds == path.fit_seconds and alone.metrics is path.metrics
+    assert len({r.fit_seconds for r in rows}) == len(rows) - 1
+    # the ablation's rqvae is the pipeline's: same options, same seed -> same codes
+    from semid.quantize import make_quantizer
+
+    with one_thread():
+        again = make_quantizer("rqvae", 2, CODEBOOK, 0, {"steps": STEPS}).fit(x)
+    fixed = next(r for r in rows if r.variant.group == "fixed")
+    from semid.ids import collision_stats
+
+    assert collision_stats(again.encode(x))["collision_rate"] == pytest.approx(fixed.metrics["collision_rate"])
+
+
+def test_answer_quotes_the_measured_numbers(measured):
+    _, rows = measured
+    text = "\n".join(answer(rows, CODEBOOK))
+    fixed = next(r for r in rows if r.variant.group == "fixed").metrics
+    reference = rows[0].metrics
+    assert f"collisions {fixed['collision_rate']:.3f}" in text
+    assert f"collisions {reference['collision_rate']:.3f}" in text
+    naive = next(r for r in rows if r.variant.group == "naive").metrics
+    assert ("collapsed:" in text) == (naive["codebook_usage_level_1"] <= 0.1)
+
+
+def _row(label, group, usage, collisions, neighbours=0.2, recon=0.6, overrides=None):
+    metrics = {"codebook_usage_level_1": usage, "codebook_usage_level_2": 1.0, "collision_rate": collisions,
+               "largest_bucket": 5, "neighbour_preservation": neighbours, "neighbour_preservation_random": 0.01,
+               "reconstruction_error": recon}  # fmt: skip
+    quantizer = {"reference": "rqkmeans", "fixed": "rqvae", "leave-one-out": "rqvae"}.get(group, "rqvae_naive")
+    return AblationRow(Variant(label, quantizer, overrides or {}, group), metrics, 1.0)
+
+
+def test_answer_follows_the_numbers_not_a_script():
+    """The same code says 'collapsed, fixed by X, still loses' or the opposite, as measured."""
+    collapse = [
+        _row("rqkmeans", "reference", 1.0, 0.25, 0.30, 0.57),
+        _row("naive", "naive", 0.004, 0.998),
+        _row("naive + recon_loss=sum", "alone", 1.0, 0.31, overrides={"recon_loss": "sum"}),
+        _row("naive + kmeans_init=True", "alone", 0.004, 0.998, overrides={"kmeans_init": True}),
+        _row("fixed", "fixed", 1.0, 0.30, 0.24, 0.63),
+        _row("fixed - recon_loss", "leave-one-out", 1.0, 0.32, overrides={"recon_loss": "mean"}),
+        _row("fixed - input_scaling", "leave-one-out", 0.01, 0.95, overrides={"input_scaling": "none"}),
+    ]
+    recalls = {"rqkmeans": {"search": 0.30, "rec": 0.05, "search_n": 1000, "rec_n": 610},
+               "rqvae": {"search": 0.20, "rec": 0.05, "search_n": 1000, "rec_n": 610}}  # fmt: skip
+    text = "\n".join(answer(collapse, 256, recalls))
+    assert "collapsed: 1 of 256 level-1 codes used" in text
+    assert "`recon_loss=sum` restore(s) full code use" in text
+    assert "No help at all (still collapsed): `kmeans_init=True`" in text
+    assert "`input_scaling` hurts most" in text
+    assert "behind RQ-KMeans on all of them" in text
+    assert "search Recall@30 0.200 vs 0.300 (-0.100" in text and "RQ-VAE lower" in text
+    assert "rec Recall@30 0.050 vs 0.050 (+0.000" in text and "indistinguishable" in text
+    assert "still loses" in text
+
+    no_collapse = [
+        _row("rqkmeans", "reference", 1.0, 0.25, 0.20, 0.60),
+        _row("naive", "naive", 1.0, 0.30),
+        _row("fixed", "fixed", 1.0, 0.20, 0.25, 0.55),
+    ]
+    even = {"rqkmeans": {"search": 0.04, "rec": 0.05, "search_n": 1000, "rec_n": 610},
+            "rqvae": {"search": 0.041, "rec": 0.05, "search_n": 1000, "rec_n": 610}}  # fmt: skip
+    text = "\n".join(answer(no_collapse, 256, even))
+    assert "did not collapse" in text and "ahead of RQ-KMeans on all of" in text
+    assert "matches RQ-KMeans within what one seed can tell apart" in text and "still loses" not in text
+
+
+def test_make_report_writes_the_report_from_the_workspace_embeddings(dvc_repo, minilm_item_embeddings):
+    from semid.embed import EmbeddingResult, write_embeddings
+
+    items, x = minilm_item_embeddings
+    write_embeddings(EmbeddingResult(spaces={"joint": x}), items, "content", "all-MiniLM-L6-v2", dvc_repo / "data" / "embeddings")
+    set_params(dvc_repo, quantize={"codebook_size": CODEBOOK, "rqvae": {"steps": 20}, "rqvae_naive": {"steps": 20}})
+    env = stage_env(dvc_repo)
+    env["PYTHONPATH"] = str(REPO_ROOT / "src")
+    out = run([sys.executable, "-m", "semid.report", "--no-experiments", "--no-leave-one-out", "--max-items", "600"], dvc_repo, env)
+    assert "wrote" in out.stdout
+    report = (dvc_repo / "reports" / "rqvae.md").read_text()
+    assert "600 items × 384 dims" in report and "RQ-VAE steps 20" in report
+    assert "## The answer" in report and "**Does a correctly trained RQ-VAE match RQ-KMeans?**" in report
+    assert "| **rqvae (fixed recipe)** |" in report and "| rqkmeans | — | — | — | — | not run |" in report
+    assert (dvc_repo / "reports" / "rqvae_ablation.png").read_bytes()[:4] == b"\x89PNG"
+    assert np.isfinite([r["collision_rate"] for r in __import__("json").loads((dvc_repo / "reports" / "rqvae_ablation.json").read_text())["rows"]]).all()
