@@ -135,3 +135,12 @@ def test_rqvae_fixed_recipe_uses_its_codebooks(pinned_runs):
     assert fixed["collision_rate"] <= 0.40
     assert fixed["largest_bucket"] <= 10
     assert fixed["neighbour_preservation"] > 5 * fixed["neighbour_preservation_random"]
+
+
+def test_rqkmeans_fits_slices_with_fewer_items_than_dimensions():
+    # FAISS's progressive-dim training needs n > dim; small slices must still quantize.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 384)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    codes = make_quantizer("rqkmeans", 2, 256, 0).fit(x).encode(x)
+    assert codes.shape == (300, 2) and len(np.unique(codes[:, 0])) > 200

@@ -141,7 +141,7 @@ def finetune_bi_encoder(model: Any, pair_sets: dict[str, pd.DataFrame], inputs: 
         num_train_epochs=config.epochs,
         per_device_train_batch_size=config.batch_size,
         learning_rate=config.lr,
-        warmup_ratio=0.1,
+        warmup_steps=0.1,  # a float is a ratio of the total steps in transformers 5
         seed=inputs.seed,
         data_seed=inputs.seed,
         # Several queries per item: a duplicate text in a batch would be a false negative.
@@ -178,16 +178,6 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def _seed_everything(seed: int) -> None:
-    import random
-
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 # ----------------------------------------------------------------------------- methods
 
 
@@ -203,9 +193,10 @@ def embed_content(inputs: EmbeddingInputs) -> EmbeddingResult:
 
 def _finetuned_text_space(inputs: EmbeddingInputs, name: str, with_co_interactions: bool) -> EmbeddingResult:
     from semid.models import load_sentence_model
+    from semid.seeding import seed_everything
 
     check_item_texts(inputs.items)
-    _seed_everything(inputs.seed)
+    seed_everything(inputs.seed)
     model = load_sentence_model(inputs.config.model)
     pair_sets = {"search": query_item_pairs(inputs)}
     if with_co_interactions:

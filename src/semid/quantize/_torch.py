@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import math
-import random
 
 import numpy as np
 
-
-def seed_everything(seed: int) -> None:
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+from semid.seeding import seed_everything  # noqa: F401  (re-exported for the quantizers)
 
 
 def mlp(widths: list[int]):
@@ -57,3 +50,15 @@ def batch_indices(n: int, batch_size: int, steps: int, generator) -> "object":
 def code_usage(codes: np.ndarray, codebook_size: int) -> list[float]:
     """Share of each level's codes that ``codes`` (n, levels) uses."""
     return [len(np.unique(codes[:, level])) / codebook_size for level in range(codes.shape[1])]
+
+
+def curve_row(step: int, loss, recon_loss, commit_loss, codes: np.ndarray, codebook_size: int, seconds: float) -> dict:
+    """One row of a learned quantizer's training curve (the DVC plot): losses and code use."""
+    return {
+        "step": step,
+        "loss": float(loss.detach()),
+        "recon_loss": float(recon_loss.detach()),
+        "commit_loss": float(commit_loss.detach()),
+        **{f"usage_level_{i + 1}": u for i, u in enumerate(code_usage(codes, codebook_size))},
+        "seconds": seconds,
+    }

@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from semid.quantize import InputScaler, QuantizeError, check_codes, check_embeddings, check_power_of_two
-from semid.quantize._torch import batch_indices, code_usage, lr_factor, seed_everything
+from semid.quantize._torch import batch_indices, curve_row, lr_factor, seed_everything
 from semid.quantize.options import RLFQOptions
 
 PROBE_ROWS = 4096
@@ -66,14 +66,8 @@ class RLFQQuantizer:
             if step % o.log_every == 0 or step == o.steps - 1:
                 self._model = model
                 codes = self._encode_scaled(probe)
-                self.curve.append({
-                    "step": step,
-                    "loss": float(loss.detach()),
-                    "recon_loss": float(recon_loss.detach()),
-                    "commit_loss": float(aux_loss.detach()),
-                    **{f"usage_level_{i + 1}": u for i, u in enumerate(code_usage(codes, self.codebook_size))},
-                    "seconds": time.perf_counter() - started,
-                })
+                self.curve.append(curve_row(step, loss, recon_loss, aux_loss, codes, self.codebook_size,
+                                            time.perf_counter() - started))
         model.eval()
         self._model = model
         return self

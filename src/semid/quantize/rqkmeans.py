@@ -38,7 +38,10 @@ class RQKMeansQuantizer:
         rq.cp.seed = self.seed
         rq.cp.niter = self.options.kmeans_iters
         rq.cp.min_points_per_centroid = 1  # fit() already requires n >= codebook_size
-        rq.train_type = faiss.ResidualQuantizer.Train_progressive_dim
+        # Progressive-dim k-means warms up in a PCA basis, which FAISS cannot build from fewer
+        # points than dimensions (small slices, e.g. 300 items x 384-d): plain k-means then.
+        progressive = x.shape[0] > x.shape[1]
+        rq.train_type = faiss.ResidualQuantizer.Train_progressive_dim if progressive else faiss.ResidualQuantizer.Train_default
         if self.options.refine_codebooks:
             rq.train_type |= faiss.ResidualQuantizer.Train_refine_codebook
         rq.train(self._prepare(x))

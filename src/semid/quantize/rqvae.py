@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from semid.quantize import InputScaler, QuantizeError, check_codes, check_embeddings
-from semid.quantize._torch import batch_indices, code_usage, lr_factor, mlp, seed_everything
+from semid.quantize._torch import batch_indices, curve_row, lr_factor, mlp, seed_everything
 from semid.quantize.options import RQVAEOptions
 
 PROBE_ROWS = 4096  # rows encoded at each curve point to measure code usage
@@ -84,14 +84,8 @@ class RQVAEQuantizer:
                 self._model = model
                 codes = self._encode_scaled(probe)
                 model.train()
-                self.curve.append({
-                    "step": step,
-                    "loss": float(loss.detach()),
-                    "recon_loss": float(recon_loss.detach()),
-                    "commit_loss": float(commit_loss.detach()),
-                    **{f"usage_level_{i + 1}": u for i, u in enumerate(code_usage(codes, self.codebook_size))},
-                    "seconds": time.perf_counter() - started,
-                })
+                self.curve.append(curve_row(step, loss, recon_loss, commit_loss, codes, self.codebook_size,
+                                            time.perf_counter() - started))
         model.eval()
         self._model = model
         return self
