@@ -24,7 +24,7 @@ def test_prepare_stage_repro_is_cached_and_param_changes_rerun_it(dvc_repo):
     # a key the stage does not read leaves it alone; a key it reads reruns it
     status = dvc(dvc_repo, "status", "prepare_movielens").stdout
     assert "changed" not in status and "up to date" in status
-    dvc(dvc_repo, "exp", "run", "-S", "data.sample_items=250")
+    dvc(dvc_repo, "exp", "run", "-S", "data.sample_items=250", "prepare_movielens")
     shown = dvc(dvc_repo, "exp", "show", "--json").stdout
     assert "250" in shown
     stats = json.loads((dvc_repo / "metrics" / "data.json").read_text())
@@ -70,3 +70,23 @@ def test_checksum_mismatch_in_mirror_fails_the_stage(dvc_repo, tmp_path):
     result = run([sys.executable, "-m", "semid.stages.prepare_movielens"], dvc_repo, env, check=False)
     assert result.returncode == 2 and "checksum mismatch" in result.stderr and "movies.csv" in result.stderr
     assert not (dvc_repo / "data" / "prepared").exists()
+
+
+def test_each_stage_lists_only_the_params_it_reads():
+    """`dvc exp run -S quantizer=...` must rerun quantize and what follows, never the embedder."""
+    import yaml
+
+    from conftest import REPO_ROOT
+
+    stages = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+
+    def top_level_params(stage):
+        return {p for p in stages[stage]["params"] if isinstance(p, str)}
+
+    assert top_level_params("prepare_movielens") == {"base", "data"}
+    assert top_level_params("gen_queries") == {"base", "queries"}
+    assert top_level_params("train_embedder") == {"base", "embedding", "embed"}
+    assert top_level_params("quantize") == {"base", "quantizer", "quantize"}
+    assert "quantizer" not in top_level_params("train_embedder")
+    # downstream stages see an axis change through their data deps, not by reading the key
+    assert "data/ids" in stages["train_t5"]["deps"] and "data/embeddings" in stages["quantize"]["deps"]
