@@ -76,7 +76,10 @@ def test_queued_grid_points_give_two_experiments_and_one_mlflow_store(dvc_repo):
 def test_paper_profile_dry_run_wires_every_stage(tmp_path, monkeypatch):
     from semid.paper_dry_run import paper_dry_run
 
+    from conftest import SHARED_MOVIELENS
+
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.setenv("SEMID_MOVIELENS_MIRROR", str(SHARED_MOVIELENS))  # as `make` sets it
     metrics = paper_dry_run(tmp_path, sample_items=400, t5_steps=2, search_queries=20)
     assert metrics["data"]["items"] == 400
     assert metrics["queries"]["queries_train"] >= 10 * 390  # the paper's 10 train queries per item

@@ -109,19 +109,21 @@ def substitutions(tiny_t5: Path, sample_items: int, t5_steps: int, search_querie
     """The `-S` edits of the paper profile that replace what needs the network (module docstring)."""
     from semid.models import installed_models
 
-    profile = "profiles/paper.yaml"
+    # `++key=value` (Hydra's add-or-override, which DVC's -S speaks) also sets keys the profile
+    # file does not name yet, such as data.sample_items.
+    profile = "profiles/paper.yaml:++"
     edits = [
         "base.profile=paper",
-        f"{profile}:queries.backend=template",
-        f"{profile}:data.release=ml-latest-small",
-        f"{profile}:data.sample_items={sample_items}",
-        f"{profile}:data.sample_items_strategy=popular",
-        f"{profile}:generator.model={tiny_t5}",
-        f"{profile}:generator.max_steps={t5_steps}",
-        f"{profile}:evaluate.search_queries={search_queries}",
+        f"{profile}queries.backend=template",
+        f"{profile}data.release=ml-latest-small",
+        f"{profile}data.sample_items={sample_items}",
+        f"{profile}data.sample_items_strategy=popular",
+        f"{profile}generator.model={tiny_t5}",
+        f"{profile}generator.max_steps={t5_steps}",
+        f"{profile}evaluate.search_queries={search_queries}",
     ]
     if "all-mpnet-base-v2" not in installed_models():
-        edits.append(f"{profile}:embed.model=all-MiniLM-L6-v2")
+        edits.append(f"{profile}embed.model=all-MiniLM-L6-v2")
     return edits
 
 
