@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from semid.config import EMBEDDING_METHODS, QUANTIZERS, check_choice
-from semid.io import SemidError
+from semid.io import SemidError, user_errors_exit
 
 
 class GridError(SemidError):
@@ -178,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from semid.config import workspace_root
 
-    try:
+    with user_errors_exit():
         points = grid_points(args.embeddings.split(), args.quantizers.split())
         if args.dry:
             print("\n".join(p.name for p in points))
@@ -186,9 +186,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         started = time.monotonic()
         run_grid(workspace_root(), points, args.jobs, args.set_param, args.force)
         print(f"grid done in {time.monotonic() - started:,.0f}s; `make results` gathers the table")
-    except SemidError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

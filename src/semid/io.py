@@ -22,6 +22,16 @@ class SemidError(Exception):
 
 
 @contextlib.contextmanager
+def user_errors_exit(code: int = 2) -> Iterator[None]:
+    """Turn a SemidError into one ``error: ...`` line on stderr and exit ``code`` (no traceback)."""
+    try:
+        yield
+    except SemidError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(code)
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only on success."""
     path = Path(path)

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from semid.io import SemidError
+from semid.io import SemidError, user_errors_exit
 
 # What a scratch repo needs from the project (code, config, pipeline); never data or outputs.
 PROJECT_FILES = ("src", "params.yaml", "dvc.yaml", "profiles", "pyproject.toml", ".gitignore")
@@ -160,11 +160,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="semid-paper-dry-run-"))
     started = time.monotonic()
-    try:
+    with user_errors_exit():
         metrics = paper_dry_run(workdir, args.items, args.t5_steps, args.search_queries, args.set_param)
-    except SemidError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
     data, ids = metrics["data"], metrics["ids"]
     print(
         f"paper profile wired end to end in {time.monotonic() - started:,.0f}s: {data['items']} items, "

@@ -37,7 +37,6 @@ split takes train from the front, test from the end, valid just before test: wit
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import hashlib
 import json
 import logging

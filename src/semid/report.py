@@ -23,7 +23,6 @@ import argparse
 import dataclasses
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -485,12 +484,12 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from semid.config import load_params, workspace_root
     from semid.embed import load_embedding_meta, load_item_embeddings
-    from semid.io import SemidError, atomic_path, write_json
+    from semid.io import SemidError, atomic_path, user_errors_exit, write_json
     from semid.quantize import check_embeddings
     from semid.results import ExperimentResult
 
     started = time.perf_counter()
-    try:
+    with user_errors_exit():
         root = workspace_root()
         params = load_params()
         embeddings_dir = args.embeddings if args.embeddings.is_absolute() else root / args.embeddings
@@ -544,9 +543,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             },
         )
         print(f"wrote {out / 'rqvae.md'} in {time.perf_counter() - started:,.0f}s")
-    except SemidError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,10 @@
-"""What the learned quantizers share: seeding, the MLP, the learning-rate schedule, batches."""
+"""What the learned quantizers share: the MLP, the learning-rate schedule, batches."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
-
-from semid.seeding import seed_everything  # noqa: F401  (re-exported for the quantizers)
 
 
 def mlp(widths: list[int]):

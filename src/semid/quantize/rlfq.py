@@ -13,7 +13,8 @@ import time
 import numpy as np
 
 from semid.quantize import InputScaler, QuantizeError, check_codes, check_embeddings, check_power_of_two
-from semid.quantize._torch import batch_indices, curve_row, lr_factor, seed_everything
+from semid.quantize._torch import batch_indices, curve_row, lr_factor
+from semid.seeding import seed_everything
 from semid.quantize.options import RLFQOptions
 
 PROBE_ROWS = 4096

@@ -13,7 +13,8 @@ import time
 import numpy as np
 
 from semid.quantize import InputScaler, QuantizeError, check_codes, check_embeddings
-from semid.quantize._torch import batch_indices, curve_row, lr_factor, mlp, seed_everything
+from semid.quantize._torch import batch_indices, curve_row, lr_factor, mlp
+from semid.seeding import seed_everything
 from semid.quantize.options import RQVAEOptions
 
 PROBE_ROWS = 4096  # rows encoded at each curve point to measure code usage

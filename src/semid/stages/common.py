@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import functools
 import logging
-import sys
 from typing import Callable
 
-from semid.io import SemidError
+from semid.io import user_errors_exit
 
 
 def stage_main(func: Callable[[], None]) -> Callable[[], None]:
@@ -16,10 +15,7 @@ def stage_main(func: Callable[[], None]) -> Callable[[], None]:
     @functools.wraps(func)
     def wrapper() -> None:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-        try:
+        with user_errors_exit():
             func()
-        except SemidError as error:
-            print(f"error: {error}", file=sys.stderr)
-            sys.exit(2)
 
     return wrapper
