@@ -147,3 +147,13 @@ def test_no_experiment_gives_a_table_that_says_what_to_run(tmp_path):
     write_results([], tmp_path)
     assert "run `make grid`" in (tmp_path / "table.md").read_text()
     assert (tmp_path / "tradeoff.png").stat().st_size > 0
+
+
+def test_an_experiment_that_did_not_rerun_evaluate_is_not_credited_with_its_metrics():
+    from semid.results import ExperimentResult
+
+    metrics = {"search": {"recall_at_30": 0.01, "embedding": "content", "quantizer": "rqkmeans"},
+               "rec": {"recall_at_30": 0.08}}  # fmt: skip
+    partial = ExperimentResult("quantize-only", "abc", None, {"embedding": "content", "quantizer": "rqvae"}, metrics)
+    own = ExperimentResult("full", "def", None, {"embedding": "content", "quantizer": "rqkmeans"}, metrics)
+    assert not partial.finished and own.finished

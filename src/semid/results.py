@@ -109,7 +109,12 @@ class ExperimentResult:
 
     @property
     def finished(self) -> bool:
-        return self.metric("search", "recall_at_30") is not None and self.metric("rec", "recall_at_30") is not None
+        """Both tasks measured, on this point's own embedding and IDs (evaluate records which)."""
+        if self.metric("search", "recall_at_30") is None or self.metric("rec", "recall_at_30") is None:
+            return False
+        search = self.metrics.get("search", {})
+        measured_on = (search.get("embedding", self.embedding), search.get("quantizer", self.quantizer))
+        return measured_on == (self.embedding, self.quantizer)
 
 
 def exp_show_json(root: Path) -> list[dict]:

@@ -6,8 +6,10 @@ from pathlib import Path
 
 from semid.config import load_params
 from semid.data import load_interactions, load_items
+from semid.embed import load_embedding_meta
 from semid.evaluate import evaluate_all
 from semid.generate import MODEL_DIR, load_generator, load_id_table, set_threads
+from semid.ids import load_ids_meta
 from semid.io import atomic_dir, write_json
 from semid.queries import load_queries
 from semid.stages.common import stage_main
@@ -43,12 +45,16 @@ def main() -> None:
         with atomic_dir(PREDICTIONS_DIR) as tmp:
             result.search_predictions.to_parquet(tmp / "search.parquet", index=False)
             result.rec_predictions.to_parquet(tmp / "rec.parquet", index=False)
+        # Which IDs and embeddings these numbers belong to: an experiment that reran only part of
+        # the pipeline keeps older metrics files, and `make results` must not credit them to it.
+        provenance = {"embedding": load_embedding_meta(EMBEDDINGS_DIR)["method"],
+                      "quantizer": load_ids_meta(IDS_DIR)["quantizer"]}  # fmt: skip
         for name, metrics in (
             ("search", result.search),
             ("rec", result.rec),
             ("baselines", result.baselines),
         ):
-            write_json(METRICS_DIR / f"{name}.json", metrics)
+            write_json(METRICS_DIR / f"{name}.json", {**metrics, **provenance})
             run.log_metrics({f"{name}.{key}": value for key, value in metrics.items()})
     search, rec, base = result.search, result.rec, result.baselines
     print(f"{'Recall@30':>22} {'search':>8} {'rec':>8}")
