@@ -223,6 +223,13 @@ def _ids_metric(result: ExperimentResult, key: str) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _point_cells(ours: "ExperimentResult | None", values) -> list[str]:
+    """Four formatted metric cells and the experiment's name, or dashes and "not run"."""
+    if ours is None:
+        return ["—"] * 4 + ["not run"]
+    return [*map(_fmt, values(ours)), f"`{ours.name}`"]
+
+
 def embedding_table(points: dict, data: str) -> list[str]:
     lines = [
         f"#### Embedding methods ({METHOD_LABELS[REFERENCE_QUANTIZER]} IDs), Recall@30 — ours on {data}",
@@ -237,15 +244,8 @@ def embedding_table(points: dict, data: str) -> list[str]:
         paper = PAPER_EMBEDDINGS.get(method, (None,) * 4)
         if ours is None and all(v is None for v in paper):
             continue
-        cells = ["—"] * 4 + ["not run"]
-        if ours is not None:
-            cells = [
-                _fmt(ours.metric("search", "recall_at_30")),
-                _fmt(ours.metric("rec", "recall_at_30")),
-                _fmt(ours.metric("rec", "recall_at_30_head")),
-                _fmt(ours.metric("rec", "recall_at_30_torso")),
-                f"`{ours.name}`",
-            ]
+        cells = _point_cells(ours, lambda r: [r.metric("search", "recall_at_30"), r.metric("rec", "recall_at_30"),
+                                              r.metric("rec", "recall_at_30_head"), r.metric("rec", "recall_at_30_torso")])
         if method == "prefix-share" and ours is None:
             cells[-1] = "not in semid's grid"
         lines.append(f"| {METHOD_LABELS[method]} | " + " | ".join([*cells, *map(_fmt, paper)]) + " |")
@@ -268,15 +268,8 @@ def quantizer_table(points: dict, data: str) -> list[str]:
         paper = PAPER_QUANTIZERS.get(quantizer, (None, None))
         if ours is None and paper == (None, None):
             continue
-        cells = ["—"] * 4 + ["not run"]
-        if ours is not None:
-            cells = [
-                _fmt(ours.metric("search", "recall_at_30")),
-                _fmt(ours.metric("rec", "recall_at_30")),
-                _fmt(_ids_metric(ours, "collision_rate")),
-                _fmt(_ids_metric(ours, "codebook_usage_level_1")),
-                f"`{ours.name}`",
-            ]
+        cells = _point_cells(ours, lambda r: [r.metric("search", "recall_at_30"), r.metric("rec", "recall_at_30"),
+                                              _ids_metric(r, "collision_rate"), _ids_metric(r, "codebook_usage_level_1")])
         lines.append(f"| {METHOD_LABELS[quantizer]} | " + " | ".join([*cells, *map(_fmt, paper)]) + " |")
     return lines
 
