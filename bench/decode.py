@@ -7,6 +7,10 @@ without the ID trie (inputs/s, invalid-ID rate). Prints one table; nothing is wr
 
     python bench/decode.py --steps 40 --inputs 128
     python bench/decode.py --threads 1 --set generator.d_model=256 --set generator.d_ff=1024
+    # a T5-base-sized scratch model with the paper profile's decoding (60 beams / 30 groups), on a GPU:
+    python bench/decode.py --set base.profile=paper --set generator.model=scratch --set generator.d_model=768 \
+        --set generator.d_ff=2048 --set generator.num_layers=12 --set generator.num_decoder_layers=12 \
+        --set generator.num_heads=12
 """
 
 from __future__ import annotations
@@ -69,29 +73,38 @@ def main() -> None:
             config, table, train, [], tokenizer_corpus(items, train_queries), Path(out), 0
         )
         print(f"setup + training: {time.monotonic() - started:.1f} s")
-        generator = load_generator(Path(out) / MODEL_DIR, table, device="cpu")
+        generator = load_generator(Path(out) / MODEL_DIR, table)
     search_inputs = [e.source for e in train if e.task == "search"][: args.inputs]
     rec_inputs = [e.source for e in train if e.task == "rec"][-args.inputs :]
     k = params.evaluate.k
     rows = [
         ("train", f"{stats['train_examples_per_second']:.0f} examples/s", f"batch {config.batch_size}", "")
     ]
+    evaluation = params.evaluate
+    # (label, beams, groups, penalty, constrained); the evaluation's own diverse search when it has groups
+    settings = [("constrained", evaluation.num_beams, 1, 0.0, True), ("free", evaluation.num_beams, 1, 0.0, False)]
+    if evaluation.num_beam_groups > 1:
+        settings.append(
+            ("diverse", evaluation.num_beams, evaluation.num_beam_groups, evaluation.diversity_penalty, True)
+        )
     for task, inputs in (("search", search_inputs), ("rec", rec_inputs)):
-        for constrained in (True, False):
+        for label, beams, groups, penalty, constrained in settings:
             decoded = generate_items(
                 generator,
                 inputs,
                 task,
                 k=k,
-                num_beams=params.evaluate.num_beams,
+                num_beams=beams,
+                num_beam_groups=groups,
+                diversity_penalty=penalty,
                 constrained=constrained,
-                batch_size=params.evaluate.batch_size,
+                batch_size=evaluation.batch_size,
             )
             rows.append(
                 (
-                    f"{task} {'constrained' if constrained else 'free'}",
+                    f"{task} {label}",
                     f"{decoded.inputs_per_second:.1f} inputs/s",
-                    f"{params.evaluate.num_beams} beams, k={k}",
+                    f"{beams} beams" + (f" / {groups} groups" if groups > 1 else "") + f", k={k}",
                     f"invalid {decoded.invalid_id_rate:.3f}",
                 )
             )
