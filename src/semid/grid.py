@@ -109,12 +109,7 @@ def queue_status(root: Path) -> list[dict]:
         return [{"name": e["name"], "status": e["status"]} for e in repo.experiments.celery_queue.status()]
 
 
-def run_queue(root: Path, jobs: int, names: Sequence[str], poll_seconds: float = 10.0, timeout_s: float = 0) -> dict[str, str]:
-    """Start ``jobs`` queue workers and wait until none of ``names`` is queued or running.
-
-    Returns {name: final status}. Raises GridError naming the failed experiments (their logs:
-    ``dvc queue logs <name>``).
-    """
+def start_workers(root: Path, jobs: int) -> None:
     # Not through pipes: the workers it spawns inherit them, and reading to EOF would wait for the queue.
     started_workers = subprocess.run(
         [sys.executable, "-m", "dvc", "queue", "start", "-j", str(jobs)],
@@ -122,15 +117,35 @@ def run_queue(root: Path, jobs: int, names: Sequence[str], poll_seconds: float =
     )  # fmt: skip
     if started_workers.returncode != 0:
         raise GridError(f"dvc queue start -j {jobs} failed ({started_workers.returncode}); try it by hand")
+
+
+def run_queue(root: Path, jobs: int, names: Sequence[str], poll_seconds: float = 10.0, timeout_s: float = 0) -> dict[str, str]:
+    """Start ``jobs`` queue workers and wait until none of ``names`` is queued or running.
+
+    Returns {name: final status}. Raises GridError naming the failed experiments (their logs:
+    ``dvc queue logs <name>``).
+    """
+    start_workers(root, jobs)
     started = time.monotonic()
     wanted = set(names)
     last = ""
+    idle_polls = 0
     while True:
         latest: dict[str, str] = {}
+        running = 0
         for entry in queue_status(root):
+            running += entry["status"] == "Running"
             if entry["name"] in wanted:
                 latest[entry["name"]] = entry["status"]
         pending = sorted(n for n in wanted if latest.get(n, "Queued") in ("Queued", "Running"))
+        # A worker can exit with tasks still queued (celery's filesystem broker replays an old
+        # shutdown broadcast to the next worker that starts); with nothing running for a while,
+        # start workers again rather than wait forever.
+        idle_polls = idle_polls + 1 if pending and not running else 0
+        if idle_polls >= max(3, int(60 / max(poll_seconds, 1e-3))):
+            print("queued experiments but no worker running: starting workers again", flush=True)
+            start_workers(root, jobs)
+            idle_polls = 0
         line = ", ".join(f"{n}: {latest.get(n, 'Queued')}" for n in sorted(wanted))
         if line != last:
             print(f"[{time.monotonic() - started:,.0f}s] {line}", flush=True)
@@ -140,7 +155,8 @@ def run_queue(root: Path, jobs: int, names: Sequence[str], poll_seconds: float =
         if timeout_s and time.monotonic() - started > timeout_s:
             raise GridError(f"queue still busy after {timeout_s:.0f}s: {', '.join(pending)} (`dvc queue status`)")
         time.sleep(poll_seconds)
-    dvc_command(root, "queue", "stop", check=False)  # workers idle out anyway; stop them now
+    # No `dvc queue stop`: workers exit by themselves once the queue is empty, and the shutdown it
+    # broadcasts stays in the filesystem broker, where it stops the next grid's worker after one task.
     failed = sorted(n for n, status in latest.items() if status != "Success")
     if failed:
         raise GridError(f"experiments failed: {', '.join(failed)}; see `dvc queue logs <name>`")
