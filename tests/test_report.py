@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT, run, set_params, stage_env
-from semid.report import AblationRow, Variant, ablation_variants, answer, recipe_remedies, run_ablation
+from semid.report import (
+    CONVERGED_EPOCHS,
+    AblationRow,
+    Variant,
+    ablation_variants,
+    answer,
+    recall_table,
+    recipe_remedies,
+    run_ablation,
+)
 
 CODEBOOK = 16
 STEPS = 40
@@ -134,6 +143,18 @@ def test_answer_follows_the_numbers_not_a_script():
     assert "matches RQ-KMeans within what one seed can tell apart" in text and "still loses" not in text
 
 
+def test_recall_table_says_when_the_generators_were_undertrained():
+    def point(epochs):
+        return {"search": 0.012, "rec": 0.089, "rec_head": 0.4, "rec_torso": 0.02, "epochs": epochs, "experiment": "e"}
+
+    short = "\n".join(recall_table({"rqkmeans": point(1.81), "rqvae": point(1.67)}))
+    assert "| rqkmeans | 0.012 | 0.089 | 0.400 | 0.020 | 1.81 | `e` |" in short
+    assert "| rqvae_naive | — | — | — | — | — | not run |" in short
+    assert "trained 1.81 epochs at most" in short
+    long = "\n".join(recall_table({"rqkmeans": point(CONVERGED_EPOCHS + 8.0)}))
+    assert "epochs at most" not in long
+
+
 def test_make_report_writes_the_report_from_the_workspace_embeddings(dvc_repo, minilm_item_embeddings):
     from semid.embed import EmbeddingResult, write_embeddings
 
@@ -147,6 +168,6 @@ def test_make_report_writes_the_report_from_the_workspace_embeddings(dvc_repo, m
     report = (dvc_repo / "reports" / "rqvae.md").read_text()
     assert "600 items × 384 dims" in report and "RQ-VAE steps 20" in report
     assert "## The answer" in report and "**Does a correctly trained RQ-VAE match RQ-KMeans?**" in report
-    assert "| **rqvae (fixed recipe)** |" in report and "| rqkmeans | — | — | — | — | not run |" in report
+    assert "| **rqvae (fixed recipe)** |" in report and "| rqkmeans | — | — | — | — | — | not run |" in report
     assert (dvc_repo / "reports" / "rqvae_ablation.png").read_bytes()[:4] == b"\x89PNG"
     assert np.isfinite([r["collision_rate"] for r in __import__("json").loads((dvc_repo / "reports" / "rqvae_ablation.json").read_text())["rows"]]).all()
