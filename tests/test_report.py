@@ -123,13 +123,27 @@ def test_answer_follows_the_numbers_not_a_script():
                "rqvae": {"search": 0.20, "rec": 0.05, "search_n": 1000, "rec_n": 610}}  # fmt: skip
     text = "\n".join(answer(collapse, 256, recalls))
     assert "collapsed: 1 of 256 level-1 codes used" in text
-    assert "`recon_loss=sum` restore(s) full code use" in text
+    assert "`recon_loss=sum` restores full code use" in text
     assert "No help at all (still collapsed): `kmeans_init=True`" in text
     assert "`input_scaling` hurts most" in text
     assert "behind RQ-KMeans on all of them" in text
     assert "search Recall@30 0.200 vs 0.300 (-0.100" in text and "RQ-VAE lower" in text
     assert "rec Recall@30 0.050 vs 0.050 (+0.000" in text and "indistinguishable" in text
-    assert "still loses" in text
+    assert "still loses" in text and "epochs" not in text
+
+    # two scale fixes that each suffice: no remedy is indispensable; an unconverged budget is named
+    redundant = [
+        *collapse[:3],
+        _row("naive + input_scaling=standardize", "alone", 1.0, 0.29, overrides={"input_scaling": "standardize"}),
+        collapse[4],
+        _row("fixed - recon_loss", "leave-one-out", 1.0, 0.28, overrides={"recon_loss": "mean"}),
+        _row("fixed - input_scaling", "leave-one-out", 1.0, 0.33, overrides={"input_scaling": "none"}),
+    ]
+    short_budget = {q: {**found, "epochs": 1.8} for q, found in recalls.items()}
+    text = "\n".join(answer(redundant, 256, short_budget))
+    assert "`recon_loss=sum` and `input_scaling=standardize` each restore full code use" in text
+    assert "stays healthy without any one of its remedies, since more than one of them suffices alone" in text
+    assert "generators of at most 1.80 epochs" in text
 
     no_collapse = [
         _row("rqkmeans", "reference", 1.0, 0.25, 0.20, 0.60),

@@ -209,8 +209,10 @@ def answer(rows: Sequence[AblationRow], codebook_size: int, recalls: dict[str, d
         )
         if fixes:
             text += (
-                "Alone, " + " and ".join(f"`{_remedy(r)}`" for r in fixes) + " restore(s) full code use and "
-                "RQ-KMeans-level collisions, so the collapse is caused by what they change. "
+                "Alone, " + " and ".join(f"`{_remedy(r)}`" for r in fixes)
+                + (" restores" if len(fixes) == 1 else " each restore") + " full code use and "
+                "RQ-KMeans-level collisions, so the collapse is caused by what "
+                + ("it changes. " if len(fixes) == 1 else "they change. ")
             )
             scale_fix = [r for r in fixes if any(k in r.variant.overrides for k in ("input_scaling", "recon_loss"))]
             if scale_fix:
@@ -253,6 +255,10 @@ def answer(rows: Sequence[AblationRow], codebook_size: int, recalls: dict[str, d
             redundant = [r for r in left_out if healthy(r.metrics, reference)]
             if redundant and len(redundant) < len(left_out):
                 text += "; the recipe stays healthy without " + ", ".join(f"`{next(iter(r.variant.overrides))}`" for r in redundant)
+            elif redundant:
+                text += "; but the recipe stays healthy without any one of its remedies"
+                if sum(healthy(r.metrics, reference) for r in alone) > 1:
+                    text += ", since more than one of them suffices alone"
             text += ". "
         path = [r for r in rows if r.variant.group in ("naive", "path", "fixed")]
         turned = next((r for r in path if healthy(r.metrics, reference)), None)
@@ -293,7 +299,13 @@ def answer(rows: Sequence[AblationRow], codebook_size: int, recalls: dict[str, d
             se_text = f", SE {se:.3f}" if se is not None else ""
             verdicts.append(f"{task} Recall@30 {a:.3f} vs {b:.3f} ({diff:+.3f}{se_text}: {verdict})")
         if verdicts:
-            text += "End to end (one seed): " + "; ".join(verdicts) + ". "
+            epochs = [found["epochs"] for found in recalls.values() if found.get("epochs") is not None]
+            budget = (
+                f", generators of at most {max(epochs):.2f} epochs: an unconverged budget, see the end-to-end table"
+                if epochs and max(epochs) < CONVERGED_EPOCHS
+                else ""
+            )
+            text += f"End to end (one seed{budget}): " + "; ".join(verdicts) + ". "
             lower = [v for v in verdicts if "RQ-VAE lower" in v]
             if lower:
                 text += "So RQ-VAE still loses to RQ-KMeans where it says lower, even trained correctly."
