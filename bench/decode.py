@@ -21,61 +21,32 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import yaml
+from _generator_inputs import add_arguments, load_inputs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--prepared", default="data/prepared")
-    parser.add_argument("--queries", default="data/queries")
-    parser.add_argument("--ids", default="data/ids")
+    add_arguments(parser)
     parser.add_argument("--steps", type=int, default=40, help="training steps to time")
     parser.add_argument("--inputs", type=int, default=128, help="inputs per task to decode")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
-    parser.add_argument("--set", action="append", default=[], metavar="generator.KEY=VALUE")
     args = parser.parse_args()
 
-    from semid.config import load_params
-    from semid.data import load_interactions, load_items
-    from semid.generate import (
-        MODEL_DIR,
-        build_examples,
-        generate_items,
-        load_generator,
-        load_id_table,
-        set_threads,
-        tokenizer_corpus,
-        train_generator,
-    )
-    from semid.queries import load_queries
+    from semid.generate import MODEL_DIR, generate_items, load_generator, set_threads, train_generator
 
-    overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
-    params = load_params(overrides=overrides)
+    inputs = load_inputs(args)
+    params, table, train = inputs.params, inputs.table, inputs.train
     config = replace(params.generator, max_steps=args.steps, max_minutes=0.0, save_steps=10**9)
     set_threads(args.threads)
-    items, interactions = load_items(Path(args.prepared)), load_interactions(Path(args.prepared))
-    table = load_id_table(Path(args.ids), items["item_id"])
-    train_queries = load_queries(Path(args.queries), "train")
-    train, _ = build_examples(
-        config,
-        table,
-        items,
-        interactions,
-        train_queries,
-        load_queries(Path(args.queries), "valid"),
-        params.base.seed,
-    )
     with tempfile.TemporaryDirectory() as out:
         started = time.monotonic()
-        stats = train_generator(
-            config, table, train, [], tokenizer_corpus(items, train_queries), Path(out), 0
-        )
+        stats = train_generator(config, table, train, [], inputs.corpus, Path(out), 0)
         print(f"setup + training: {time.monotonic() - started:.1f} s")
         generator = load_generator(Path(out) / MODEL_DIR, table)
-    search_inputs = [e.source for e in train if e.task == "search"][: args.inputs]
-    rec_inputs = [e.source for e in train if e.task == "rec"][-args.inputs :]
+    search_sources = [e.source for e in train if e.task == "search"][: args.inputs]
+    rec_sources = [e.source for e in train if e.task == "rec"][-args.inputs :]
     k = params.evaluate.k
     rows = [
         ("train", f"{stats['train_examples_per_second']:.0f} examples/s", f"batch {config.batch_size}", "")
@@ -87,11 +58,11 @@ def main() -> None:
         settings.append(
             ("diverse", evaluation.num_beams, evaluation.num_beam_groups, evaluation.diversity_penalty, True)
         )
-    for task, inputs in (("search", search_inputs), ("rec", rec_inputs)):
+    for task, sources in (("search", search_sources), ("rec", rec_sources)):
         for label, beams, groups, penalty, constrained in settings:
             decoded = generate_items(
                 generator,
-                inputs,
+                sources,
                 task,
                 k=k,
                 num_beams=beams,

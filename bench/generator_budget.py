@@ -21,25 +21,20 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import yaml
+from _generator_inputs import add_arguments, load_inputs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--prepared", default="data/prepared")
-    parser.add_argument("--queries", default="data/queries")
-    parser.add_argument("--ids", default="data/ids")
+    add_arguments(parser)
     parser.add_argument("--epochs", type=float, nargs="+", default=[1.0, 3.0])
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--out", type=Path, help="append one JSON line per budget")
     args = parser.parse_args()
 
     import torch
 
-    from semid.config import load_params
-    from semid.data import load_interactions, load_items
     from semid.evaluate import (
         decode_rec,
         decode_search,
@@ -48,30 +43,15 @@ def main() -> None:
         rec_test_set,
         search_test_set,
     )
-    from semid.generate import (
-        MODEL_DIR,
-        build_examples,
-        load_generator,
-        load_id_table,
-        set_threads,
-        tokenizer_corpus,
-        train_generator,
-    )
+    from semid.generate import MODEL_DIR, load_generator, set_threads, train_generator
     from semid.ids import load_ids_meta
     from semid.queries import load_queries
 
-    overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
-    params = load_params(overrides=overrides)
+    inputs = load_inputs(args)
+    params, items, interactions, table = inputs.params, inputs.items, inputs.interactions, inputs.table
+    train, valid, corpus = inputs.train, inputs.valid, inputs.corpus
     seed, evaluation = params.base.seed, params.evaluate
     set_threads(params.generator.threads)
-    items, interactions = load_items(Path(args.prepared)), load_interactions(Path(args.prepared))
-    table = load_id_table(Path(args.ids), items["item_id"])
-    train_queries = load_queries(Path(args.queries), "train")
-    train, valid = build_examples(
-        params.generator, table, items, interactions, train_queries,
-        load_queries(Path(args.queries), "valid"), seed,
-    )  # fmt: skip
-    corpus = tokenizer_corpus(items, train_queries)
     search_set = search_test_set(
         load_queries(Path(args.queries), "test"), items["item_id"].to_numpy(), evaluation.search_queries, seed
     )
