@@ -185,3 +185,15 @@ def test_make_report_writes_the_report_from_the_workspace_embeddings(dvc_repo, m
     assert "| **rqvae (fixed recipe)** |" in report and "| rqkmeans | — | — | — | — | — | not run |" in report
     assert (dvc_repo / "reports" / "rqvae_ablation.png").read_bytes()[:4] == b"\x89PNG"
     assert np.isfinite([r["collision_rate"] for r in __import__("json").loads((dvc_repo / "reports" / "rqvae_ablation.json").read_text())["rows"]]).all()
+
+
+def test_report_from_an_unknown_experiment_names_the_known_ones(tmp_path):
+    import subprocess
+
+    from semid.io import SemidError
+    from semid.report import experiment_embeddings
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    with pytest.raises(SemidError, match=r"'multitask-rqkmeans' is not a DVC experiment.*none \(run `make grid` first\)"):
+        experiment_embeddings(tmp_path, "multitask-rqkmeans", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

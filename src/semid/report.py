@@ -20,9 +20,13 @@ whose every sentence is derived from these measurements) and ``reports/rqvae_abl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -424,7 +428,7 @@ def render_report(
         f"{paper_km[0]:.3f} for RQ-KMeans on multi-task embeddings ({PAPER_LABEL}) and left open why. "
         "This report refits both, and every step between them, on one set of item embeddings.",
         "",
-        f"Setting: {setting['items']:,} items × {setting['dim']} dims from `data/embeddings` "
+        f"Setting: {setting['items']:,} items × {setting['dim']} dims from {setting.get('source', '`data/embeddings`')} "
         f"(embedding method `{setting['embedding']}`, model {setting['model']}, space `{setting['space']}`), "
         f"{setting['levels']} levels × {setting['codebook_size']} codes, seed {setting['seed']}, "
         f"RQ-VAE steps {setting['steps']}, {setting['threads']} torch thread(s); total {setting['seconds']:,.0f} s. "
@@ -499,9 +503,35 @@ def key_point_recalls(root: Path, embedding: str, data_label: str, run_missing: 
     return recalls
 
 
+def experiment_embeddings(root: Path, name: str, into: Path) -> Path:
+    """Fetch experiment ``name``'s data/embeddings from DVC's cache (`dvc get . --rev`) into ``into``."""
+    from semid.io import SemidError
+
+    refs = subprocess.run(
+        ["git", "for-each-ref", "--sort=committerdate", "--format=%(objectname) %(refname)", "refs/exps"],
+        cwd=root, capture_output=True, text=True, check=False,
+    ).stdout.split("\n")  # fmt: skip
+    # refs/exps/<2 hex>/<rest of the baseline sha>/<name>; the newest experiment of a name wins
+    revs = {ref.rsplit("/", 1)[-1]: ref.split()[0] for ref in refs if ref.strip() and ref.split()[-1].count("/") == 4}
+    if name not in revs:
+        known = ", ".join(sorted(revs)) or "none (run `make grid` first)"
+        raise SemidError(f"--experiment {name!r} is not a DVC experiment of this repo; experiments: {known}")
+    target = into / "embeddings"
+    fetched = subprocess.run(
+        [sys.executable, "-m", "dvc", "get", str(root), "data/embeddings", "--rev", revs[name], "-o", str(target)],
+        cwd=root, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if fetched.returncode != 0:
+        raise SemidError(f"could not fetch data/embeddings of experiment {name!r}: {fetched.stderr.strip()}")
+    return target
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--embeddings", type=Path, default=Path("data/embeddings"), help="a train_embedder output folder")
+    parser.add_argument(
+        "--experiment", help="use this DVC experiment's data/embeddings (e.g. multitask-rqkmeans) instead of --embeddings"
+    )
     parser.add_argument("--space", help="ID space to quantize (default: the first; `separate` has search and rec)")
     parser.add_argument("--max-items", type=int, default=0, help="a seeded sample of this many items (0 = all)")
     parser.add_argument("--steps", type=int, default=0, help="RQ-VAE training steps (0 = the params' presets)")
@@ -521,10 +551,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     from semid.results import ExperimentResult
 
     started = time.perf_counter()
-    with user_errors_exit():
+    with user_errors_exit(), contextlib.ExitStack() as stack:
         root = workspace_root()
         params = load_params()
         embeddings_dir = args.embeddings if args.embeddings.is_absolute() else root / args.embeddings
+        source = f"`{args.embeddings}`"
+        if args.experiment:
+            embeddings_dir = experiment_embeddings(root, args.experiment, Path(stack.enter_context(tempfile.TemporaryDirectory())))
+            source = f"`data/embeddings` of experiment `{args.experiment}`"
         if not (embeddings_dir / "item_embeddings.npz").exists():
             raise SemidError(f"no item embeddings in {embeddings_dir}; run `dvc repro train_embedder` first")
         _, spaces = load_item_embeddings(embeddings_dir)
@@ -556,7 +590,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         recalls = key_point_recalls(root, meta.get("method", params.embedding), workspace.data_label, not args.no_experiments, args.jobs)
         out = args.out if args.out.is_absolute() else root / args.out
         setting = {
-            "items": len(x), "dim": int(x.shape[1]), "embedding": meta.get("method", params.embedding),
+            "items": len(x), "dim": int(x.shape[1]), "source": source, "embedding": meta.get("method", params.embedding),
             "model": meta.get("model", "?"), "space": space, "levels": config.levels,
             "codebook_size": config.codebook_size, "seed": params.base.seed,
             "steps": args.steps or config.options("rqvae").steps, "threads": args.threads,
