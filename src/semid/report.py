@@ -25,7 +25,6 @@ import dataclasses
 import json
 import math
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -516,13 +515,10 @@ def experiment_embeddings(root: Path, name: str, into: Path) -> Path:
     if name not in revs:
         known = ", ".join(sorted(revs)) or "none (run `make grid` first)"
         raise SemidError(f"--experiment {name!r} is not a DVC experiment of this repo; experiments: {known}")
+    from semid.grid import dvc_command
+
     target = into / "embeddings"
-    fetched = subprocess.run(
-        [sys.executable, "-m", "dvc", "get", str(root), "data/embeddings", "--rev", revs[name], "-o", str(target)],
-        cwd=root, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if fetched.returncode != 0:
-        raise SemidError(f"could not fetch data/embeddings of experiment {name!r}: {fetched.stderr.strip()}")
+    dvc_command(root, "get", str(root), "data/embeddings", "--rev", revs[name], "-o", str(target))
     return target
 
 
