@@ -35,7 +35,7 @@ class GeneratorInputs:
 def load_inputs(args: argparse.Namespace) -> GeneratorInputs:
     from semid.config import load_params
     from semid.data import load_interactions, load_items
-    from semid.generate import build_examples, load_id_table, tokenizer_corpus
+    from semid.generator import build_examples, load_id_table, tokenizer_corpus
     from semid.queries import load_queries
 
     overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}

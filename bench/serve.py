@@ -53,10 +53,10 @@ def main() -> None:
     cli_seconds = timed(lambda: subprocess.run(cli_call, check=True, capture_output=True))
 
     started = time.perf_counter()
-    from semid.generate import set_threads
+    from semid.generator import configure_torch
     from semid.serve import Pipeline
 
-    set_threads(args.threads)
+    configure_torch(args.threads)
     pipeline = Pipeline(args.root, rev=args.rev, exp=args.exp)
     load_seconds = time.perf_counter() - started
 

@@ -121,7 +121,7 @@ def write_embeddings(
 
 def small_world(raw, folder: Path, n_items: int = 50):
     """(items, interactions, queries, IdTable, vectors) for n_items popular real items, IDs in folder/ids."""
-    from semid.generate import load_id_table
+    from semid.generator import load_id_table
 
     prepared = prepared_slice(raw, n_items)
     items = prepared.items

@@ -79,7 +79,7 @@ def test_rec_test_set_head_items_and_popularity_follow_the_protocol():
 def evaluated(ml_small_raw, tmp_path_factory):
     import torch
 
-    from semid.generate import MODEL_DIR, load_generator, search_examples, train_generator
+    from semid.generator import MODEL_DIR, load_generator, search_examples, train_generator
 
     torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("eval")

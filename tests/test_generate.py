@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pandas as pd
 import pytest
@@ -14,9 +15,10 @@ from generator_fixtures import (
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from transformers import TrainerCallback
 
 from semid.evaluate import hit_rank, recall_at_k
-from semid.generate import (
+from semid.generator import (
     MODEL_DIR,
     GeneratorError,
     IdTrie,
@@ -28,6 +30,7 @@ from semid.generate import (
     load_generator,
     load_id_table,
     rec_heldout_examples,
+    rec_source,
     rec_train_examples,
     search_examples,
     target_token_ids,
@@ -35,6 +38,7 @@ from semid.generate import (
     train_text_tokenizer,
 )
 from semid.io import SemidError
+from semid.training import WallClockLimitExceeded
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -184,25 +188,99 @@ def test_diverse_beam_search_returns_real_items_from_every_group(world, trained)
         generate_items(generator, sources, "search", k=30, num_beams=31, num_beam_groups=3)
 
 
-def test_training_resumes_from_its_checkpoint_and_restarts_on_another_setup(world, trained, tmp_path):
+class _Interrupt(Exception):
+    pass
+
+
+class _KillAt(TrainerCallback):
+    """Stands in for a kill: the run dies after step ``step`` (checkpoints up to then are on disk)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise _Interrupt
+
+
+def test_interrupted_training_resumes_to_the_same_weights_and_restarts_on_another_setup(world, trained, tmp_path):
     table, examples, corpus = world["table"], trained["examples"], trained["corpus"]
-    config = tiny_scratch_config(max_steps=4, save_steps=2)
-    first = train_generator(config, table, examples, [], corpus, tmp_path, seed=0)
-    assert first["resumed"] == 0 and (tmp_path / "checkpoints" / "checkpoint-4").is_dir()
-    more = train_generator(
-        tiny_scratch_config(max_steps=6, save_steps=2), table, examples, [], corpus, tmp_path, 0
-    )
-    assert more["resumed"] == 1 and more["steps"] == 6
+    config = tiny_scratch_config(max_steps=6, save_steps=1)
+    with pytest.raises(_Interrupt):
+        train_generator(config, table, examples, [], corpus, tmp_path / "run", 0, callbacks=[_KillAt(3)])
+    assert (tmp_path / "run" / "checkpoints" / "checkpoint-2").is_dir()
+    resumed = train_generator(config, table, examples, [], corpus, tmp_path / "run", 0)
+    assert resumed["resumed"] == 1 and resumed["steps"] == 6
+    # the finished run keeps only the model: checkpoints would make identical runs hash differently
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    straight = train_generator(config, table, examples, [], corpus, tmp_path / "straight", 0)
+    assert straight["resumed"] == 0
+    assert _weights(tmp_path / "run") == _weights(tmp_path / "straight")
+    with pytest.raises(_Interrupt):
+        train_generator(config, table, examples, [], corpus, tmp_path / "other", 0, callbacks=[_KillAt(5)])
     other = train_generator(
-        tiny_scratch_config(max_steps=6, save_steps=2, learning_rate=1e-3),
-        table,
-        examples,
-        [],
-        corpus,
-        tmp_path,
-        0,
-    )
+        tiny_scratch_config(max_steps=6, save_steps=2, learning_rate=1e-3), table, examples, [], corpus,
+        tmp_path / "other", 0,
+    )  # fmt: skip
     assert other["resumed"] == 0
+
+
+def _weights(out) -> dict[str, bytes]:
+    from safetensors.torch import load_file
+
+    return {k: v.numpy().tobytes() for k, v in load_file(out / MODEL_DIR / "model.safetensors").items()}
+
+
+def _folder_digest(folder) -> dict[str, str]:
+    import hashlib
+
+    return {
+        str(p.relative_to(folder)): hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+class _Slow(TrainerCallback):
+    """A busy machine: every step takes longer."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        time.sleep(0.05)
+
+
+def test_same_params_give_the_same_bits_on_a_slow_machine(world, trained, tmp_path):
+    table, examples, corpus = world["table"], trained["examples"], trained["corpus"]
+    config = tiny_scratch_config(max_steps=8)
+    fast = train_generator(config, table, examples, examples[:10], corpus, tmp_path / "fast", 0)
+    slow = train_generator(config, table, examples, examples[:10], corpus, tmp_path / "slow", 0, callbacks=[_Slow()])
+    assert fast["steps"] == slow["steps"] == 8
+    assert slow["train_seconds"] > fast["train_seconds"]  # the hog did slow it, and changed nothing else
+    assert _folder_digest(tmp_path / "fast" / MODEL_DIR) == _folder_digest(tmp_path / "slow" / MODEL_DIR)
+    meta = json.loads((tmp_path / "fast" / MODEL_DIR / "semid_generator.json").read_text())
+    assert not set(meta["train"]) & {"train_seconds", "train_examples_per_second", "text_state_seconds"}
+
+
+def test_wall_clock_guard_fails_the_run_and_keeps_its_checkpoint(world, trained, tmp_path):
+    table, examples, corpus = world["table"], trained["examples"], trained["corpus"]
+    config = tiny_scratch_config(max_steps=50, save_steps=1000, max_minutes=0.001)  # 60 ms
+    with pytest.raises(WallClockLimitExceeded, match=r"generator.max_minutes=0.001 minutes after \d+ of 50 steps"):
+        train_generator(config, table, examples, [], corpus, tmp_path, 0, callbacks=[_Slow()])
+    assert list((tmp_path / "checkpoints").glob("checkpoint-*"))
+
+
+def test_loss_curve_goes_to_the_stage_mlflow_run(world, trained, tmp_path):
+    import mlflow
+
+    table, examples, corpus = world["table"], trained["examples"], trained["corpus"]
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = mlflow.create_experiment("curve", artifact_location=(tmp_path / "art").as_uri())
+    config = tiny_scratch_config(max_steps=8, logging_steps=2, eval_steps=4)
+    with mlflow.start_run(experiment_id=experiment) as run:
+        stats = train_generator(config, table, examples, examples[:10], corpus, tmp_path / "out", 0)
+    assert [row["step"] for row in stats["curve"]] == [2, 4, 6, 8]
+    assert all("train_loss" in row for row in stats["curve"]) and "valid_loss" in stats["curve"][1]
+    client = mlflow.tracking.MlflowClient()
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [2, 4, 6, 8]
+    assert len(client.get_metric_history(run.info.run_id, "eval_loss")) >= 2
+    assert len(client.search_runs([experiment])) == 1  # the curve joined the stage's run, no second run
 
 
 def test_pretrained_checkpoint_path_loads_a_saved_t5(world, tmp_path):
@@ -226,7 +304,7 @@ def test_pretrained_checkpoint_path_loads_a_saved_t5(world, tmp_path):
     model.save_pretrained(tmp_path / "tiny-t5")
     base.save_pretrained(tmp_path / "tiny-t5")
     config = tiny_scratch_config(model=str(tmp_path / "tiny-t5"), max_steps=2)
-    loaded, tokenizer = create_model(config, world["table"], [], seed=0)
+    loaded, tokenizer, _ = create_model(config, world["table"], [], seed=0)
     assert len(tokenizer) == len(base) + len(world["table"].tokens())
     assert loaded.get_input_embeddings().num_embeddings >= len(tokenizer)
     examples = search_examples(world["queries"])
@@ -269,3 +347,51 @@ def test_checkpoint_from_another_vocabulary_fails_clearly(world, trained, tmp_pa
     swapped = load_id_table(write_ids(tmp_path / "swapped", frame, meta), items["item_id"])
     with pytest.raises(GeneratorError, match="trained on other semantic IDs"):
         load_generator(trained["out"] / MODEL_DIR, swapped, device="cpu")
+
+
+def test_text_encoder_inputs_match_between_training_and_decoding(world, trained):
+    """One reader builds the encoder input for training rows and for decoding batches: a task
+    marker, one <text> slot per MiniLM word piece (holding its state), or a history's ID tokens
+    without the de-duplication level."""
+    import torch
+
+    from semid.generator.train import RowCollator
+
+    generator = load_generator(trained["out"] / MODEL_DIR, world["table"], device="cpu")
+    tokenizer, table, reader = generator.tokenizer, world["table"], generator.inputs
+    query = world["queries"]["text"].iloc[0]
+    history = [int(i) for i in world["items"]["item_id"].iloc[:3]]
+    sources = [f"search: {query}", rec_source(table, history)]
+    search_row, rec_row = reader.rows(sources)
+
+    pieces = len(reader.text_encoder.tokenizer(query)["input_ids"])  # with [CLS] and [SEP]
+    assert search_row["input_ids"] == [tokenizer.convert_tokens_to_ids("<search>")] + [
+        tokenizer.convert_tokens_to_ids("<text>")
+    ] * pieces
+    assert search_row["text_states"].shape == (pieces + 1, 384) and not search_row["text_states"][0].any()
+    assert table.levels == 3 and generator.meta["rec_levels"] == [1, 2]
+    expected = [tokenizer.convert_tokens_to_ids("<recommend>")] + [
+        tokenizer.convert_tokens_to_ids(f"<sid_{level + 1}_{table.codes['joint'][item][level]}>")
+        for item in history
+        for level in range(2)
+    ]
+    assert rec_row["input_ids"] == expected
+
+    batch = generator.model_inputs(sources)
+    collated = RowCollator(tokenizer.pad_token_id)([{**row, "labels": [1]} for row in (search_row, rec_row)])
+    with torch.no_grad():
+        embeds = generator.model.embed_inputs(collated["input_ids"], collated["text_states"])
+    assert torch.equal(batch["inputs_embeds"], embeds)
+    assert torch.equal(batch["attention_mask"], collated["attention_mask"])
+
+
+def test_scratch_vocabulary_generator_without_text_encoder(world, trained, tmp_path):
+    """generator.text_encoder="" keeps the earlier path: a T5 with its own text vocabulary."""
+    examples, corpus = trained["examples"], trained["corpus"]
+    config = tiny_scratch_config(text_encoder="", max_steps=3)
+    stats = train_generator(config, world["table"], examples, [], corpus, tmp_path, seed=0)
+    assert stats["vocab_size"] > len(world["table"].tokens()) + 100  # text pieces + ID tokens
+    generator = load_generator(tmp_path / MODEL_DIR, world["table"], device="cpu")
+    assert "input_ids" in generator.model_inputs([examples[0].source])
+    decoded = generate_items(generator, [examples[0].source], "search", k=5, num_beams=5)
+    assert len(decoded.ranked_items[0]) == 5

@@ -31,7 +31,7 @@ def project(ml_small_raw, tmp_path_factory):
     from semid.config import EmbedConfig
     from semid.data import write_prepared
     from semid.embed import EmbeddingInputs, embed_items, write_embeddings
-    from semid.generate import load_id_table, rec_train_examples, search_examples, train_generator
+    from semid.generator import load_id_table, rec_train_examples, search_examples, train_generator
     from semid.ids import write_semantic_ids
 
     threads = torch.get_num_threads()

@@ -33,6 +33,7 @@ EMBEDDING_METHODS = ("content", "search", "rec", "multitask", "concat", "svd", "
 QUANTIZERS = ("rqkmeans", "rqvae", "rqvae_naive", "dictlearn", "rlfq")
 # Query backends by name; semid.queries.BACKENDS maps them to classes (a test keeps them in step).
 QUERY_BACKENDS = ("template", "gemini", "openai")
+LR_SCHEDULES = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
 
 
 class ConfigError(SemidError, ValueError):
@@ -138,7 +139,7 @@ class EmbedConfig:
     # Fine-tuning (search, multitask): max_steps > 0 wins over epochs, as in Hugging Face.
     epochs: float = 1.0
     max_steps: int = 100
-    max_minutes: float = 6.0  # wall-time budget per fine-tune (0 = none); checkpoints resume
+    max_minutes: float = 0.0  # a guard, not a budget: past it the fine-tune fails (0 = none)
     batch_size: int = 32
     lr: float = 5e-5
     checkpoint_steps: int = 50
@@ -173,6 +174,13 @@ class GeneratorConfig:
     # "scratch" = a small T5 from the config below with a tokenizer trained on our own texts;
     # else a T5 checkpoint name or local folder (paper: google/flan-t5-base).
     model: str = "scratch"
+    # A scratch T5 reads text as the token states of this frozen pretrained encoder ("" = a text
+    # vocabulary of its own, trained on our texts); the same base model at every grid point.
+    text_encoder: str = "all-MiniLM-L6-v2"
+    text_input: str = "tokens"  # tokens (one state per word piece) | pooled (their mean, one state)
+    text_max_tokens: int = 64  # word pieces the text encoder reads (queries ~7; item texts are cut here)
+    # ID-token embeddings start random, or at the projected mean text of their items' train queries
+    id_embedding_init: str = "random"
     text_vocab_size: int = 2000  # scratch tokenizer's text pieces (ID tokens come on top)
     d_model: int = 128
     d_ff: int = 512
@@ -184,17 +192,22 @@ class GeneratorConfig:
     history_length: int = 20  # rec input: IDs of the last H items
     rec_window_stride: int = 1  # every stride-th next-item window of a train history
     rec_max_windows_per_user: int = 0  # newest windows kept per user (0 = all)
+    rec_input_dedup: bool = False  # rec histories show the de-duplication level too (text encoder only)
     indexing_examples: bool = False  # DSI-style "item: <item text>" -> ID examples
     max_input_tokens: int = 128
     max_valid_examples: int = 1000  # validation loss on at most this many examples
     # Optimisation: max_steps > 0 wins over epochs, as in Hugging Face
     epochs: float = 3.0
     max_steps: int = 0
-    max_minutes: float = 0.0  # wall-time budget (0 = none); the run checkpoints and stops
+    max_minutes: float = 0.0  # a guard, not a budget: past it the stage fails (0 = none)
     batch_size: int = 128
     learning_rate: float = 2e-3
     weight_decay: float = 0.01
     warmup_steps: int = 0
+    lr_schedule: str = "linear"  # any Hugging Face scheduler name: linear | cosine | constant_with_warmup ...
+    group_by_length: bool = True  # batches of like input lengths (search ~8 positions, rec ~40)
+    logging_steps: int = 50  # train loss points of the curve (metrics/train_t5_curve.csv, MLflow)
+    eval_steps: int = 0  # valid loss every this many steps (0 = at the end only)
     save_steps: int = 200
     bf16: bool = False  # on a GPU only
     threads: int = 0  # torch CPU threads (0 = torch's default)
@@ -216,6 +229,12 @@ class GeneratorConfig:
         check_range("generator.max_minutes", self.max_minutes, 0.0)
         if not self.model:
             raise ConfigError("generator.model is empty; use 'scratch' or a T5 checkpoint name or folder")
+        check_choice("generator.text_input", self.text_input, ("tokens", "pooled"))
+        check_choice("generator.id_embedding_init", self.id_embedding_init, ("random", "query_centroids"))
+        check_choice("generator.lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        check_range("generator.logging_steps", self.logging_steps, 1)
+        check_range("generator.text_max_tokens", self.text_max_tokens, 2)
+        check_range("generator.eval_steps", self.eval_steps, 0)
 
 
 @dataclass(frozen=True)

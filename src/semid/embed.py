@@ -129,7 +129,7 @@ def finetune_bi_encoder(model: Any, pair_sets: dict[str, pd.DataFrame], inputs: 
     from sentence_transformers.training_args import BatchSamplers, MultiDatasetBatchSamplers
 
     from semid.io import progress_enabled
-    from semid.training import TimeBudgetCallback, latest_checkpoint
+    from semid.training import WallClockGuard, latest_checkpoint
 
     config = inputs.config
     output_dir = inputs.work_dir / name
@@ -161,10 +161,11 @@ def finetune_bi_encoder(model: Any, pair_sets: dict[str, pd.DataFrame], inputs: 
         args=args,
         train_dataset=datasets if len(datasets) > 1 else next(iter(datasets.values())),
         loss={key: loss for key in datasets} if len(datasets) > 1 else loss,
-        callbacks=[TimeBudgetCallback(config.max_minutes)],
+        callbacks=[guard := WallClockGuard(config.max_minutes, "embed.max_minutes")],
     )
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=latest_checkpoint(output_dir))
+    guard.check(trainer.state.global_step, trainer.state.max_steps)
     return {
         f"{name}_train_seconds": time.perf_counter() - start,
         f"{name}_train_steps": float(trainer.state.global_step),

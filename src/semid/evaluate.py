@@ -290,7 +290,7 @@ def _decode_settings(config, k: int) -> dict[str, Any]:
 
 def decode_search(generator, texts: Sequence[str], config, k: int | None = None):
     """The evaluation's search decoding (``evaluate`` config: beams, groups, trie) of raw query texts."""
-    from semid.generate import SEARCH_PREFIX, generate_items
+    from semid.generator import SEARCH_PREFIX, generate_items
 
     k = k or config.k
     inputs = [SEARCH_PREFIX + text for text in texts]
@@ -302,7 +302,7 @@ def decode_rec(
     generator, recent: Sequence[list[int]], seen: Sequence[set[int]], config, k: int | None = None
 ):
     """The evaluation's rec decoding: the last H items as input, the user's items (``seen``) removed."""
-    from semid.generate import generate_items, rec_source
+    from semid.generator import generate_items, rec_source
 
     k = k or config.k
     inputs = [rec_source(generator.table, history) for history in recent]
@@ -324,7 +324,7 @@ def evaluate_all(
     seed: int,
 ) -> EvaluationResult:
     """Generator (search + rec) and baselines on the same test sets; metrics and per-example predictions."""
-    from semid.generate import SEARCH_PREFIX, rec_source
+    from semid.generator import SEARCH_PREFIX, rec_source
 
     k = config.k
     item_ids = items["item_id"].to_numpy(np.int64)

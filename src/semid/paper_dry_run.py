@@ -80,7 +80,7 @@ def save_tiny_t5(folder: Path, texts: Sequence[str], vocab_size: int = 500, seed
     import torch
     from transformers import T5Config, T5ForConditionalGeneration
 
-    from semid.generate import train_text_tokenizer
+    from semid.generator import train_text_tokenizer
 
     torch.manual_seed(seed)
     tokenizer = train_text_tokenizer(texts, vocab_size)

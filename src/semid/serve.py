@@ -216,7 +216,7 @@ class Pipeline:
         self._where = where
 
         from semid.data import load_items
-        from semid.generate import load_generator, load_id_table
+        from semid.generator import load_generator, load_id_table
 
         params_path = self.root / "params.yaml"
         self.evaluate_config = load_params(params_path).evaluate if params_path.exists() else EvaluateConfig()
@@ -234,7 +234,7 @@ class Pipeline:
         """user -> train items in chronological order."""
         if self._train_histories is None:
             from semid.data import load_interactions
-            from semid.generate import user_histories
+            from semid.generator import user_histories
 
             require(self.root, ["interactions"], self._where)
             self._interactions = load_interactions(self.root / "data/prepared")
@@ -254,7 +254,7 @@ class Pipeline:
     # ----------------------------------------------------------------- answers
 
     def _hits(self, items: list[int], scores: list[float], task: str) -> list[Hit]:
-        from semid.generate import task_space
+        from semid.generator import task_space
 
         space = task_space(self.table.spaces, task)
         return [

@@ -8,7 +8,7 @@ from semid.config import load_params
 from semid.data import load_interactions, load_items
 from semid.embed import load_embedding_meta
 from semid.evaluate import evaluate_all
-from semid.generate import MODEL_DIR, load_generator, load_id_table, set_threads
+from semid.generator import MODEL_DIR, load_generator, load_id_table, configure_torch
 from semid.ids import load_ids_meta
 from semid.io import atomic_dir, write_json
 from semid.queries import load_queries
@@ -28,7 +28,7 @@ METRICS_DIR = Path("metrics")
 def main() -> None:
     params = load_params()
     config = params.evaluate
-    set_threads(config.threads)
+    configure_torch(config.threads)
     with stage_run("evaluate", params, keys=["base", "evaluate"]) as run:
         items, interactions = load_items(PREPARED_DIR), load_interactions(PREPARED_DIR)
         table = load_id_table(IDS_DIR, items["item_id"])

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from semid.config import load_params
 from semid.data import load_interactions, load_items
-from semid.generate import build_examples, load_id_table, set_threads, tokenizer_corpus, train_generator
-from semid.io import write_json
+from semid.generator import build_examples, load_id_table, configure_torch, tokenizer_corpus, train_generator
+from semid.io import atomic_path, write_json
 from semid.queries import load_queries
 from semid.stages.common import stage_main
 from semid.tracking import stage_run
@@ -17,13 +19,14 @@ QUERIES_DIR = Path("data/queries")
 IDS_DIR = Path("data/ids")
 GENERATOR_DIR = Path("models/generator")
 METRICS_FILE = Path("metrics/train_t5.json")
+CURVE_FILE = Path("metrics/train_t5_curve.csv")  # DVC plot: `dvc plots diff` compares learning curves
 
 
 @stage_main
 def main() -> None:
     params = load_params()
     config, seed = params.generator, params.base.seed
-    set_threads(config.threads)
+    configure_torch(config.threads)
     with stage_run("train_t5", params, keys=["base", "generator"]) as run:
         items, interactions = load_items(PREPARED_DIR), load_interactions(PREPARED_DIR)
         table = load_id_table(IDS_DIR, items["item_id"])
@@ -32,6 +35,9 @@ def main() -> None:
         stats = train_generator(
             config, table, train, valid, tokenizer_corpus(items, train_queries), GENERATOR_DIR, seed
         )
+        curve = stats.pop("curve")
+        with atomic_path(CURVE_FILE) as tmp:
+            pd.DataFrame(curve, columns=["step", "epoch", "train_loss", "valid_loss"]).to_csv(tmp, index=False)
         write_json(METRICS_FILE, stats)
         run.log_metrics(stats)
     print(
