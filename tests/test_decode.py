@@ -34,15 +34,8 @@ from semid.generator import (
 from semid.generator.decode import TrieTables, space_trie, trie_logits_processor
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Two shared cores: one torch thread per test process avoids oversubscription stalls.
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Two shared cores: one torch thread per test process avoids oversubscription stalls.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -134,7 +134,7 @@ def test_whole_pipeline_in_dvc_writes_every_metric(dvc_repo):
     set_params(
         dvc_repo,
         data={"sample_items": 300, "sample_items_strategy": "popular"},
-        generator={"max_steps": 5, "max_minutes": 2.0, "save_steps": 5, "rec_max_windows_per_user": 5},
+        generator={"max_steps": 5, "save_steps": 5, "logging_steps": 1, "rec_max_windows_per_user": 5},
         evaluate={"search_queries": 50},
     )
     dvc(dvc_repo, "repro")
@@ -175,5 +175,10 @@ def test_whole_pipeline_in_dvc_writes_every_metric(dvc_repo):
         assert set(keys) <= set(metrics), f"{name} lacks {set(keys) - set(metrics)}"
     assert json.loads((dvc_repo / "metrics" / "search.json").read_text())["invalid_id_rate"] == 0.0
     assert (dvc_repo / "predictions" / "rec.parquet").exists()
+    # the generator's loss curve is a DVC plot: one row per logging step, up to the step budget
+    curve = pd.read_csv(dvc_repo / "metrics" / "train_t5_curve.csv")
+    assert curve["step"].max() == 5 and curve["train_loss"].notna().any()
+    plots = json.loads(dvc(dvc_repo, "plots", "show", "--json").stdout)
+    assert any("train_t5_curve.csv" in name for name in plots)
     again = dvc(dvc_repo, "repro")
     assert "Running stage" not in again.stdout

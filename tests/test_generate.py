@@ -41,15 +41,8 @@ from semid.io import SemidError
 from semid.training import WallClockLimitExceeded
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Two shared cores: one torch thread per test process avoids oversubscription stalls.
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Two shared cores: one torch thread per test process avoids oversubscription stalls.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -258,6 +251,15 @@ def test_same_params_give_the_same_bits_on_a_slow_machine(world, trained, tmp_pa
     assert not set(meta["train"]) & {"train_seconds", "train_examples_per_second", "text_state_seconds"}
 
 
+def test_validation_during_training_does_not_change_the_model(world, trained, tmp_path):
+    table, examples, corpus = world["table"], trained["examples"], trained["corpus"]
+    watched = tiny_scratch_config(max_steps=9, eval_steps=2)
+    train_generator(watched, table, examples, examples[:20], corpus, tmp_path / "watched", 0)
+    train_generator(tiny_scratch_config(max_steps=9, eval_steps=0), table, examples, examples[:20], corpus,
+                    tmp_path / "unwatched", 0)  # fmt: skip
+    assert _weights(tmp_path / "watched") == _weights(tmp_path / "unwatched")
+
+
 def test_wall_clock_guard_fails_the_run_and_keeps_its_checkpoint(world, trained, tmp_path):
     table, examples, corpus = world["table"], trained["examples"], trained["corpus"]
     config = tiny_scratch_config(max_steps=50, save_steps=1000, max_minutes=0.001)  # 60 ms
@@ -351,24 +353,28 @@ def test_checkpoint_from_another_vocabulary_fails_clearly(world, trained, tmp_pa
 
 def test_text_encoder_inputs_match_between_training_and_decoding(world, trained):
     """One reader builds the encoder input for training rows and for decoding batches: a task
-    marker, one <text> slot per MiniLM word piece (holding its state), or a history's ID tokens
-    without the de-duplication level."""
+    marker, then the text's states (one per MiniLM word piece, or their mean), or a history's ID
+    tokens without the de-duplication level."""
     import torch
 
+    from semid.generator.inputs import TextEncoderInputs
     from semid.generator.train import RowCollator
 
     generator = load_generator(trained["out"] / MODEL_DIR, world["table"], device="cpu")
-    tokenizer, table, reader = generator.tokenizer, world["table"], generator.inputs
+    tokenizer, table, pooled_reader = generator.tokenizer, world["table"], generator.inputs
+    token_reader = TextEncoderInputs(tokenizer, pooled_reader.text_encoder, 128, pooled=False, rec_levels=[1, 2])
     query = world["queries"]["text"].iloc[0]
     history = [int(i) for i in world["items"]["item_id"].iloc[:3]]
     sources = [f"search: {query}", rec_source(table, history)]
-    search_row, rec_row = reader.rows(sources)
+    marker, text = tokenizer.convert_tokens_to_ids("<search>"), tokenizer.convert_tokens_to_ids("<text>")
 
-    pieces = len(reader.text_encoder.tokenizer(query)["input_ids"])  # with [CLS] and [SEP]
-    assert search_row["input_ids"] == [tokenizer.convert_tokens_to_ids("<search>")] + [
-        tokenizer.convert_tokens_to_ids("<text>")
-    ] * pieces
+    search_row, rec_row = token_reader.rows(sources)
+    pieces = len(pooled_reader.text_encoder.tokenizer(query)["input_ids"])  # with [CLS] and [SEP]
+    assert search_row["input_ids"] == [marker] + [text] * pieces
     assert search_row["text_states"].shape == (pieces + 1, 384) and not search_row["text_states"][0].any()
+    pooled_row = pooled_reader.rows(sources[:1])[0]
+    assert pooled_row["input_ids"] == [marker, text]
+    assert abs(pooled_row["text_states"][1].astype(float) - search_row["text_states"][1:].astype(float).mean(0)).max() < 1e-2
     assert table.levels == 3 and generator.meta["rec_levels"] == [1, 2]
     expected = [tokenizer.convert_tokens_to_ids("<recommend>")] + [
         tokenizer.convert_tokens_to_ids(f"<sid_{level + 1}_{table.codes['joint'][item][level]}>")
@@ -377,12 +383,14 @@ def test_text_encoder_inputs_match_between_training_and_decoding(world, trained)
     ]
     assert rec_row["input_ids"] == expected
 
-    batch = generator.model_inputs(sources)
-    collated = RowCollator(tokenizer.pad_token_id)([{**row, "labels": [1]} for row in (search_row, rec_row)])
-    with torch.no_grad():
-        embeds = generator.model.embed_inputs(collated["input_ids"], collated["text_states"])
-    assert torch.equal(batch["inputs_embeds"], embeds)
-    assert torch.equal(batch["attention_mask"], collated["attention_mask"])
+    for reader in (token_reader, pooled_reader):
+        batch = reader.batch(sources, generator.model)
+        rows = reader.rows(sources)
+        collated = RowCollator(tokenizer.pad_token_id)([{**row, "labels": [1]} for row in rows])
+        with torch.no_grad():
+            embeds = generator.model.embed_inputs(collated["input_ids"], collated["text_states"])
+        assert torch.equal(batch["inputs_embeds"], embeds)
+        assert torch.equal(batch["attention_mask"], collated["attention_mask"])
 
 
 def test_scratch_vocabulary_generator_without_text_encoder(world, trained, tmp_path):
@@ -395,3 +403,42 @@ def test_scratch_vocabulary_generator_without_text_encoder(world, trained, tmp_p
     assert "input_ids" in generator.model_inputs([examples[0].source])
     decoded = generate_items(generator, [examples[0].source], "search", k=5, num_beams=5)
     assert len(decoded.ranked_items[0]) == 5
+
+
+def test_query_centroid_init_gives_similar_codes_similar_embeddings(world):
+    """Each non-dedup ID token's decoder embedding starts at the projected mean text of its items'
+    queries, centred and scaled per level; the de-duplication level and the encoder's own table
+    (rec histories) keep their random start."""
+    import numpy as np
+    import torch
+
+    from semid.generator.train import encode_examples, query_centroids
+
+    table = world["table"]
+    config = tiny_scratch_config(id_embedding_init="query_centroids")
+    model, tokenizer, reader = create_model(config, table, [], seed=0)
+    encoder_before = model.encoder_embeddings.weight.detach().clone()
+    examples = search_examples(world["queries"])
+    centroids = query_centroids(encode_examples(reader, tokenizer, table, examples), examples)
+    assert set(centroids) == set(world["items"]["item_id"])  # every item has queries here
+    before = model.get_input_embeddings().weight.detach().clone()
+
+    from semid.generator.model import init_id_embeddings
+
+    used = {level: sorted({codes[level - 1] for codes in table.codes["joint"].values()}) for level in (1, 2, 3)}
+    assert init_id_embeddings(model, tokenizer, table, centroids) == len(used[1]) + len(used[2])
+    after = model.get_output_embeddings().weight.detach()  # tied: the decoder's input table too
+    assert torch.equal(model.encoder_embeddings.weight, encoder_before)
+    ids = {level: [tokenizer.convert_tokens_to_ids(f"<sid_{level}_{c}>") for c in used[level]] for level in (1, 2, 3)}
+    assert torch.equal(after[ids[3]], before[ids[3]])  # dedup level untouched
+    scale = before.pow(2).mean().sqrt()
+    for level in (1, 2):
+        rows = after[ids[level]]
+        assert rows.mean(0).abs().max() < 1e-5 and abs(rows.pow(2).mean().sqrt() - scale) < 1e-4
+    # two level-1 codes whose items' queries lie close get close embeddings (vs a far pair)
+    level1 = {c: np.mean([centroids[i] for i, codes in table.codes["joint"].items() if codes[0] == c], axis=0)
+              for c in used[1]}  # fmt: skip
+    text_sim = np.corrcoef(np.stack(list(level1.values())))
+    embed_sim = np.corrcoef(after[ids[1]].numpy())
+    upper = np.triu_indices(len(level1), 1)
+    assert np.corrcoef(text_sim[upper], embed_sim[upper])[0, 1] > 0.5

@@ -166,8 +166,24 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([*command, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
+def test_cli_imports_nothing_heavy_before_a_command_runs():
+    # A bad request must fail fast, and a search must load only what it needs: none of these at import.
+    heavy = ("torch", "transformers", "pandas", "dvc", "mlflow", "sentence_transformers", "bm25s")
+    code = f"import sys, semid.cli; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
 def test_cli_answers_in_json_and_fails_clearly(project, tmp_path):
     root = project["root"]
+    # the CLI loads its own way (one thread, GC frozen after load) and answers as the library does;
+    # a query this process has not encoded before (training encoded its queries batched, padded)
+    query = "a heist thriller where the plan goes wrong"
+    done = _cli("search", query, "-k", "5", "--json", "--root", str(root), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    expected = [h.as_dict() for h in project["pipeline"].search(query, k=5)]
+    assert json.loads(done.stdout)["results"] == expected
     csv = tmp_path / "mine.csv"
     queries = project["queries"].head(4)
     rows = "".join(f"{i},{t}\n" for i, t in zip(queries["item_id"], queries["text"]))

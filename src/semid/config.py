@@ -177,7 +177,7 @@ class GeneratorConfig:
     # A scratch T5 reads text as the token states of this frozen pretrained encoder ("" = a text
     # vocabulary of its own, trained on our texts); the same base model at every grid point.
     text_encoder: str = "all-MiniLM-L6-v2"
-    text_input: str = "tokens"  # tokens (one state per word piece) | pooled (their mean, one state)
+    text_input: str = "pooled"  # pooled (the mean word-piece state) | tokens (one state per word piece)
     text_max_tokens: int = 64  # word pieces the text encoder reads (queries ~7; item texts are cut here)
     # ID-token embeddings start random, or at the projected mean text of their items' train queries
     id_embedding_init: str = "random"
@@ -187,13 +187,13 @@ class GeneratorConfig:
     num_layers: int = 2
     num_decoder_layers: int = 2
     num_heads: int = 4
-    dropout: float = 0.1
+    dropout: float = 0.0  # a few passes over the data: too few to overfit
     # Training examples
     history_length: int = 20  # rec input: IDs of the last H items
     rec_window_stride: int = 1  # every stride-th next-item window of a train history
     rec_max_windows_per_user: int = 0  # newest windows kept per user (0 = all)
     rec_input_dedup: bool = False  # rec histories show the de-duplication level too (text encoder only)
-    indexing_examples: bool = False  # DSI-style "item: <item text>" -> ID examples
+    indexing_examples: bool = True  # DSI-style "item: <item text>" -> ID examples
     max_input_tokens: int = 128
     max_valid_examples: int = 1000  # validation loss on at most this many examples
     # Optimisation: max_steps > 0 wins over epochs, as in Hugging Face
@@ -207,10 +207,10 @@ class GeneratorConfig:
     lr_schedule: str = "linear"  # any Hugging Face scheduler name: linear | cosine | constant_with_warmup ...
     group_by_length: bool = True  # batches of like input lengths (search ~8 positions, rec ~40)
     logging_steps: int = 50  # train loss points of the curve (metrics/train_t5_curve.csv, MLflow)
-    eval_steps: int = 0  # valid loss every this many steps (0 = at the end only)
+    eval_steps: int = 500  # valid loss every this many steps (0 = at the end only)
     save_steps: int = 200
     bf16: bool = False  # on a GPU only
-    threads: int = 0  # torch CPU threads (0 = torch's default)
+    threads: int = 2  # torch CPU threads, pinned (bit-identical results only at one count)
 
     def validate(self) -> None:
         for key in ("text_vocab_size", "d_model", "d_ff", "num_layers", "num_decoder_layers", "num_heads",
@@ -239,15 +239,15 @@ class GeneratorConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    search_queries: int = 1000  # seeded subsample of the test queries (0 = all)
+    search_queries: int = 5000  # seeded subsample of the test queries (0 = all)
     k: int = 30  # items returned per input
     num_beams: int = 30
     num_beam_groups: int = 1  # > 1: diverse (group) beam search; paper: 60 beams, 30 groups
     diversity_penalty: float = 0.0  # paper: 0.25
     constrained: bool = True  # decode over the trie of valid IDs only
-    batch_size: int = 32  # inputs per decoding batch
+    batch_size: int = 128  # inputs per decoding batch
     head_fraction: float = 0.01  # "head" = this top share of items by train interactions
-    threads: int = 0  # torch CPU threads (0 = torch's default)
+    threads: int = 2  # torch CPU threads
 
     def validate(self) -> None:
         for key in ("k", "num_beams", "num_beam_groups", "batch_size"):

@@ -5,6 +5,10 @@ on first use) and answers with the decoding the evaluate stage uses (``semid.eva
 / ``decode_rec``: the run's ``evaluate`` beams, beam groups and ID trie), so what you see here is
 what the metrics measured. ``method="dense"`` ranks by the run's embedder instead, for comparison.
 
+Importing this module is cheap (the standard library and ``semid.io``), so the CLI checks a request
+before anything heavy loads; torch and transformers come in with the generator, the rest (pandas,
+DVC, the dense index, BM25) only where a command needs them.
+
 Where a run comes from:
 
 - a project folder (default: the workspace holding params.yaml above the current folder), read as
@@ -20,11 +24,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+from semid.io import SemidError, atomic_dir
 
-from semid.io import SemidError
+if TYPE_CHECKING:
+    import pandas as pd
 
 METHODS = ("generative", "dense")
 SCORE_KS = (1, 10, 30)
@@ -138,10 +143,9 @@ def require(root: Path, names: Sequence[str], where: str | None = None) -> None:
 
 def materialise_rev(root: Path, rev: str | None = None, exp: str | None = None) -> tuple[Path, str]:
     """(folder, description) holding the outputs of a git rev or DVC experiment, from the local cache."""
+    # Only --rev/--exp need DVC: importing dvc.api + dvc.repo costs ~0.4 s.
     from dvc.api import DVCFileSystem
     from dvc.repo import Repo
-
-    from semid.io import atomic_dir
 
     try:
         repo = Repo(str(root))
@@ -191,7 +195,13 @@ def materialise_rev(root: Path, rev: str | None = None, exp: str | None = None) 
 
 
 class Pipeline:
-    """A trained run, loaded once: ``search``, ``recommend``, ``recommend_user``, ``score_queries``."""
+    """A trained run, loaded once: ``search``, ``recommend``, ``recommend_user``, ``score_queries``.
+
+    ``threads``: torch CPU threads, set (with ``configure_torch``, as the evaluate stage does) before
+    anything loads; None leaves the process as it is. One query at a time is too small a job to
+    split: on 2 cores shared with other work a search took ~30 ms (p50) at 1 thread, 120-160 ms at 2.
+    Rankings were the same at both counts; scores can differ in the 6th decimal.
+    """
 
     def __init__(
         self,
@@ -199,7 +209,9 @@ class Pipeline:
         rev: str | None = None,
         exp: str | None = None,
         device: str | None = None,
+        threads: int | None = None,
     ):
+        # Parsing and validating params.yaml (yaml, the config dataclasses): ~60 ms.
         from semid.config import EvaluateConfig, load_params, workspace_root
 
         if rev and exp:
@@ -215,9 +227,13 @@ class Pipeline:
         require(self.root, ["items", "ids", "generator"], where)
         self._where = where
 
+        # After the checks above, so a run without outputs fails before these: pandas ~0.4 s;
+        # torch + transformers (the generator) ~3-5 s, most of a cold `semid search`.
         from semid.data import load_items
-        from semid.generator import load_generator, load_id_table
+        from semid.generator import configure_torch, load_generator, load_id_table
 
+        if threads is not None:
+            configure_torch(threads)
         params_path = self.root / "params.yaml"
         self.evaluate_config = load_params(params_path).evaluate if params_path.exists() else EvaluateConfig()
         self.items = load_items(self.root / "data/prepared").set_index("item_id", drop=False)
@@ -233,6 +249,7 @@ class Pipeline:
     def train_histories(self) -> dict[int, list[int]]:
         """user -> train items in chronological order."""
         if self._train_histories is None:
+            # Here, not at the top: importing semid.generator (torch + transformers) costs ~3-5 s.
             from semid.data import load_interactions
             from semid.generator import user_histories
 
@@ -245,6 +262,7 @@ class Pipeline:
     def dense(self):
         """The run's dense index (semid.evaluate.DenseIndex), loaded on first use."""
         if self._dense is None:
+            # At the top, pandas and numpy (~0.35 s) would come before the CLI has checked a request.
             from semid.evaluate import DenseIndex
 
             require(self.root, ["embeddings"], self._where)
@@ -254,6 +272,7 @@ class Pipeline:
     # ----------------------------------------------------------------- answers
 
     def _hits(self, items: list[int], scores: list[float], task: str) -> list[Hit]:
+        # Loaded by __init__ already; at the top it would put torch into every CLI error path.
         from semid.generator import task_space
 
         space = task_space(self.table.spaces, task)
@@ -270,6 +289,7 @@ class Pipeline:
         """The k items best matching ``query``, best first."""
         query, k, method = check_query(query), check_k(k), check_method(method)
         if method == "generative":
+            # At the top, pandas and numpy (~0.35 s) would come before the CLI has checked a request.
             from semid.evaluate import decode_search
 
             decoded = decode_search(self.generator, [query], self.evaluate_config, k)
@@ -309,6 +329,7 @@ class Pipeline:
         history, k, method = self.check_items(history_item_ids), check_k(k), check_method(method)
         recent, seen = history[-self.generator.history_length :], set(history)
         if method == "generative":
+            # At the top, pandas and numpy (~0.35 s) would come before the CLI has checked a request.
             from semid.evaluate import decode_rec
 
             decoded = decode_rec(self.generator, [recent], [seen], self.evaluate_config, k)
@@ -340,6 +361,9 @@ class Pipeline:
         Rows whose item id is not in the catalogue (or not an integer) or whose query is empty are
         skipped and listed, never dropped silently.
         """
+        # At the top, pandas and numpy (~0.35 s) would come before the CLI has checked a request.
+        import pandas as pd
+
         from semid.evaluate import bm25_search, decode_search, hit_rank, mean_reciprocal_rank, recall_at_k
 
         if not isinstance(queries, pd.DataFrame):
@@ -393,6 +417,9 @@ def check_query_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 def read_query_file(path: str | Path) -> pd.DataFrame:
     """A CSV (or .parquet) of item_id,query rows, ids kept as written so bad ones can be named."""
+    # score-queries alone reads tables before the model loads: pandas costs ~0.4 s to import.
+    import pandas as pd
+
     path = Path(path)
     if not path.is_file():
         raise ServeError(f"query file {path} not found")
