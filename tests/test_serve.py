@@ -60,7 +60,8 @@ def project(ml_small_raw, tmp_path_factory):
     rec_windows = rec_train_examples(interactions, table, 5, max_windows_per_user=1)[:30]
     examples = search_examples(queries) + rec_windows
     corpus = [*items["item_text"], *queries["text"]]
-    config = tiny_scratch_config(max_steps=100)
+    # 200 steps: one pooled state per query, and a few of the template texts name two items
+    config = tiny_scratch_config(max_steps=200)
     train_generator(config, table, examples, [], corpus, root / "models/generator", 0)
     pipeline = Pipeline(root, device="cpu")
     yield {"root": root, "pipeline": pipeline, "items": items, "interactions": interactions,
