@@ -173,7 +173,9 @@ def main() -> None:
 
     import torch
 
-    print(f"run: {pipeline.source}; {len(pipeline.items):,} items; k={args.k}; torch threads "
+    # A folder is named by its last part: printed figures get pasted into docs, machine paths must not.
+    source = Path(pipeline.source).name if Path(pipeline.source).is_dir() else pipeline.source
+    print(f"run: {source}; {len(pipeline.items):,} items; k={args.k}; torch threads "
           f"{torch.get_num_threads()}; {len(texts)} queries, {len(users)} users")  # fmt: skip
     print(f"cold `semid search --json` process: median {statistics.median(cold):.2f} s "
           f"(runs: {', '.join(f'{s:.2f}' for s in cold)})")  # fmt: skip
