@@ -178,7 +178,7 @@ def test_whole_pipeline_in_dvc_writes_every_metric(dvc_repo):
     # the generator's loss curve is a DVC plot: one row per logging step, up to the step budget
     curve = pd.read_csv(dvc_repo / "metrics" / "train_t5_curve.csv")
     assert curve["step"].max() == 5 and curve["train_loss"].notna().any()
-    plots = json.loads(dvc(dvc_repo, "plots", "show", "--json").stdout)
-    assert any("train_t5_curve.csv" in name for name in plots)
+    plots = json.loads(dvc(dvc_repo, "plots", "show", "--json").stdout)["data"]
+    assert "dvc.yaml::metrics/train_t5_curve.csv" in plots  # the top-level definition (x: step, two y)
     again = dvc(dvc_repo, "repro")
     assert "Running stage" not in again.stdout
