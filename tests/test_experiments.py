@@ -23,8 +23,8 @@ TINY = dict(
     # more items than MiniLM's 384 dims: faiss's ResidualQuantizer PCA step needs n > dim
     data={"sample_items": 420, "sample_items_strategy": "popular"},
     quantize={"codebook_size": 16, "rqvae": {"steps": 60}},
-    generator={"max_steps": 10, "save_steps": 10, "rec_max_windows_per_user": 5, "threads": 1},
-    evaluate={"search_queries": 40, "num_beams": 30, "batch_size": 32, "threads": 1},
+    generator={"max_steps": 10, "save_steps": 10, "rec_max_windows_per_user": 5},
+    evaluate={"search_queries": 40, "num_beams": 30, "batch_size": 32},
 )
 
 

@@ -56,6 +56,12 @@ def check_range(key: str, value: float, low: float | None = None, high: float | 
 class BaseConfig:
     seed: int = 42
     profile: str = EMBEDDED_PROFILE
+    # CPU threads of torch, FAISS (OpenMP) and BLAS in every stage. Pinned, never "all cores":
+    # FAISS's residual k-means reduces in parallel, so its codes differ between 1 and 2 threads.
+    threads: int = 2
+
+    def validate(self) -> None:
+        check_range("base.threads", self.threads, 1, 1024)
 
 
 @dataclass(frozen=True)
@@ -210,13 +216,12 @@ class GeneratorConfig:
     eval_steps: int = 500  # valid loss every this many steps (0 = at the end only)
     save_steps: int = 200
     bf16: bool = False  # on a GPU only
-    threads: int = 2  # torch CPU threads, pinned (bit-identical results only at one count)
 
     def validate(self) -> None:
         for key in ("text_vocab_size", "d_model", "d_ff", "num_layers", "num_decoder_layers", "num_heads",
                     "history_length", "rec_window_stride", "max_input_tokens", "batch_size", "save_steps"):
             check_range(f"generator.{key}", getattr(self, key), 1)
-        for key in ("rec_max_windows_per_user", "max_valid_examples", "max_steps", "warmup_steps", "threads"):
+        for key in ("rec_max_windows_per_user", "max_valid_examples", "max_steps", "warmup_steps"):
             check_range(f"generator.{key}", getattr(self, key), 0)
         if self.d_model % self.num_heads:
             raise ConfigError(f"generator.d_model={self.d_model} must be a multiple of generator.num_heads={self.num_heads}")
@@ -247,13 +252,11 @@ class EvaluateConfig:
     constrained: bool = True  # decode over the trie of valid IDs only
     batch_size: int = 128  # inputs per decoding batch
     head_fraction: float = 0.01  # "head" = this top share of items by train interactions
-    threads: int = 2  # torch CPU threads
 
     def validate(self) -> None:
         for key in ("k", "num_beams", "num_beam_groups", "batch_size"):
             check_range(f"evaluate.{key}", getattr(self, key), 1)
         check_range("evaluate.search_queries", self.search_queries, 0)
-        check_range("evaluate.threads", self.threads, 0)
         check_range("evaluate.diversity_penalty", self.diversity_penalty, 0.0)
         check_range("evaluate.head_fraction", self.head_fraction, 0.0, 1.0)
         if self.num_beam_groups == 1 and self.num_beams < self.k:

@@ -33,6 +33,7 @@ from semid.generator.t5 import SemanticIdT5
 from semid.generator.table import GeneratorError, IdTable
 from semid.generator.text_encoder import FrozenTextEncoder
 from semid.ids import token as id_token
+from semid.seeding import pin_threads
 from semid.io import atomic_dir
 
 MODEL_DIR = "model"
@@ -43,7 +44,7 @@ PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
 
 
 def configure_torch(threads: int) -> None:
-    """Pin torch's CPU threads (0 = torch's default) and flush denormal floats to zero.
+    """Pin the CPU threads (``pin_threads``; 0 = the libraries' defaults) and flush denormal floats to zero.
 
     Oversubscribed cores make small models crawl, and results are bit-identical only at one
     thread count. Denormals: training the small generator drives some values (Adam's second
@@ -56,7 +57,7 @@ def configure_torch(threads: int) -> None:
 
     torch.set_flush_denormal(True)
     if threads > 0:
-        torch.set_num_threads(threads)
+        pin_threads(threads)
 
 
 # --------------------------------------------------------------------------- tokenizer and model

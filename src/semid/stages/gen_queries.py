@@ -24,6 +24,7 @@ from semid.queries import (
     write_failures,
     write_queries,
 )
+from semid.seeding import pin_threads
 from semid.stages.common import stage_main
 from semid.tracking import stage_run
 
@@ -39,6 +40,7 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_params()
+    pin_threads(params.base.threads)
     config = params.queries
     items = load_items(PREPARED_DIR)
     backend = create_backend(config, params.base.seed)  # a missing key fails here, before any request

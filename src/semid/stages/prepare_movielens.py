@@ -7,6 +7,7 @@ from pathlib import Path
 from semid.config import load_params
 from semid.data import locate_raw, prepare_movielens, read_release, write_prepared
 from semid.io import write_json
+from semid.seeding import pin_threads
 from semid.stages.common import stage_main
 from semid.tracking import stage_run
 
@@ -18,6 +19,7 @@ METRICS_FILE = Path("metrics/data.json")
 @stage_main
 def main() -> None:
     params = load_params()
+    pin_threads(params.base.threads)
     config = params.data
     with stage_run("prepare_movielens", params, keys=["base", "data"]) as run:
         folder, source = locate_raw(config.release, RAW_CACHE, config.mirror, config.verify_checksums)

@@ -13,6 +13,7 @@ from semid.embed import load_item_embeddings
 from semid.ids import build_id_table, codebook_sizes, diagnostics, write_semantic_ids
 from semid.io import atomic_path, write_json
 from semid.quantize import QuantizeError, check_embeddings, make_quantizer
+from semid.seeding import pin_threads
 from semid.stages.common import stage_main
 from semid.tracking import stage_run
 
@@ -25,6 +26,7 @@ CURVE_FILE = Path("metrics/quantize_curve.csv")
 @stage_main
 def main() -> None:
     params = load_params()
+    pin_threads(params.base.threads)
     config = params.quantize
     name = params.quantizer
     with stage_run("quantize", params, keys=["base", "quantizer", "quantize"]) as run:
