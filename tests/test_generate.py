@@ -218,6 +218,19 @@ def test_interrupted_training_resumes_to_the_same_weights_and_restarts_on_anothe
     assert other["resumed"] == 0
 
 
+def test_checkpoints_of_other_code_are_not_resumed_and_a_killed_save_leaves_nothing(world, trained, tmp_path):
+    table, examples, corpus = world["table"], trained["examples"], trained["corpus"]
+    config = tiny_scratch_config(max_steps=4, save_steps=1)
+    with pytest.raises(_Interrupt):
+        train_generator(config, table, examples, [], corpus, tmp_path, 0, callbacks=[_KillAt(3)], code_version="a")
+    # what a kill inside save_generator's atomic_dir leaves in the persisted output folder
+    (tmp_path / ".model.x1y2.tmp").mkdir()
+    (tmp_path / ".model.x1y2.tmp" / "model.safetensors").write_bytes(b"half")
+    edited = train_generator(config, table, examples, [], corpus, tmp_path, 0, code_version="b")
+    assert edited["resumed"] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [MODEL_DIR]
+
+
 def _weights(out) -> dict[str, bytes]:
     from safetensors.torch import load_file
 

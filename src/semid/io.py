@@ -70,7 +70,7 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
-def write_json(path: str | Path, data: Any) -> None:
+def _json_text(data: Any) -> str:
     def clean(value: Any) -> Any:
         # JSON has no NaN/inf; DVC's metrics reader would choke on them.
         if isinstance(value, float) and not math.isfinite(value):
@@ -81,8 +81,21 @@ def write_json(path: str | Path, data: Any) -> None:
             return [clean(v) for v in value]
         return value
 
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(clean(data), indent=2, sort_keys=True, default=_json_default) + "\n")
+    return json.dumps(clean(data), indent=2, sort_keys=True, default=_json_default) + "\n"
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    write_json_set({Path(path): data})
+
+
+def write_json_set(files: dict[Path, Any]) -> None:
+    """Write JSON files as one set: every file is rendered and written to a temporary first, so an
+    error in any leaves all the old files in place, never new ones beside stale ones."""
+    with contextlib.ExitStack() as stack:
+        temporaries = {path: stack.enter_context(atomic_path(path)) for path in files}
+        for path, tmp in temporaries.items():
+            tmp.write_text(_json_text(files[path]))
+    # atomic_path renames each temporary over its file as the stack unwinds without an error
 
 
 def read_json(path: str | Path) -> Any:

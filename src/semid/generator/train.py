@@ -64,6 +64,15 @@ class RowCollator:
         return batch
 
 
+def remove_stale_temporaries(folder: Path) -> None:
+    """Remove what an interrupted ``atomic_dir``/``atomic_path`` left in ``folder`` (``.*.tmp``)."""
+    for leftover in Path(folder).glob(".*.tmp") if Path(folder).is_dir() else []:
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+
+
 def prepare_checkpoints(folder: Path, fingerprint: dict[str, Any]) -> str | None:
     """The checkpoint to resume from, or None; checkpoints of another run setup are removed."""
     from semid.io import atomic_path
@@ -134,10 +143,12 @@ def train_generator(
     out_dir: Path,
     seed: int,
     callbacks: Sequence[Any] = (),
+    code_version: str = "",
 ) -> dict[str, Any]:
     """Train for ``config.max_steps`` (0: ``config.epochs``) with Seq2SeqTrainer, resumable from
     out_dir/checkpoints; save the model to out_dir/model. Returns the figures for metrics,
-    including the loss curve under ``"curve"``."""
+    including the loss curve under ``"curve"``. ``code_version`` (a hash of the source that
+    trains) keys the checkpoints, so an edited trainer never resumes the old one's weights."""
     import torch
     from transformers import Seq2SeqTrainingArguments
 
@@ -158,10 +169,12 @@ def train_generator(
         init_id_embeddings(model, tokenizer, table, query_centroids(train_rows, train_examples))
 
     # What a checkpoint must share with this run to be resumed: config (but not the budgets),
-    # the ID table and the examples. Anything else starts afresh.
-    budgets = {"max_steps", "max_minutes", "save_steps", "threads"}
+    # the code, the tokenizer, the ID table and the examples. Anything else starts afresh.
+    budgets = {"max_steps", "max_minutes", "save_steps"}
     fingerprint = {
         "config": {k: v for k, v in asdict(config).items() if k not in budgets},
+        "code": code_version,
+        "tokenizer": hashlib.sha256(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()[:16],
         "ids": table.fingerprint(),
         "examples": hashlib.sha256(
             "\n".join(f"{e.source}\t{e.target_item}" for e in train_examples).encode()
@@ -169,6 +182,9 @@ def train_generator(
         "seed": seed,
     }
     checkpoint_dir = out_dir / CHECKPOINT_DIR
+    # out_dir persists between runs (DVC `persist`), so a save a kill cut short left its temp
+    # folder there, and DVC would cache it with the model.
+    remove_stale_temporaries(out_dir)
     resume_from = prepare_checkpoints(checkpoint_dir, fingerprint)
     evaluating = bool(valid_rows) and config.eval_steps > 0
     args = Seq2SeqTrainingArguments(

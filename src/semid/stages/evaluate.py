@@ -10,7 +10,7 @@ from semid.embed import load_embedding_meta
 from semid.evaluate import evaluate_all
 from semid.generator import MODEL_DIR, load_generator, load_id_table, configure_torch
 from semid.ids import load_ids_meta
-from semid.io import atomic_dir, write_json
+from semid.io import atomic_dir, write_json_set
 from semid.queries import load_queries
 from semid.stages.common import stage_main
 from semid.tracking import stage_run
@@ -28,7 +28,7 @@ METRICS_DIR = Path("metrics")
 def main() -> None:
     params = load_params()
     config = params.evaluate
-    configure_torch(config.threads)
+    configure_torch(params.base.threads)
     with stage_run("evaluate", params, keys=["base", "evaluate"]) as run:
         items, interactions = load_items(PREPARED_DIR), load_interactions(PREPARED_DIR)
         table = load_id_table(IDS_DIR, items["item_id"])
@@ -49,12 +49,9 @@ def main() -> None:
         # the pipeline keeps older metrics files, and `make results` must not credit them to it.
         provenance = {"embedding": load_embedding_meta(EMBEDDINGS_DIR)["method"],
                       "quantizer": load_ids_meta(IDS_DIR)["quantizer"]}  # fmt: skip
-        for name, metrics in (
-            ("search", result.search),
-            ("rec", result.rec),
-            ("baselines", result.baselines),
-        ):
-            write_json(METRICS_DIR / f"{name}.json", {**metrics, **provenance})
+        sets = {"search": result.search, "rec": result.rec, "baselines": result.baselines}
+        write_json_set({METRICS_DIR / f"{name}.json": {**metrics, **provenance} for name, metrics in sets.items()})
+        for name, metrics in sets.items():
             run.log_metrics({f"{name}.{key}": value for key, value in metrics.items()})
     search, rec, base = result.search, result.rec, result.baselines
     print(f"{'Recall@30':>22} {'search':>8} {'rec':>8}")

@@ -15,6 +15,8 @@ from semid.data import load_interactions, load_items
 from semid.embed import EmbeddingInputs, dense_ceilings, embed_items, write_embeddings
 from semid.io import write_json
 from semid.queries import load_queries
+from semid.seeding import pin_threads
+from semid.stages.code_deps import code_digest
 from semid.stages.common import stage_main
 from semid.tracking import stage_run
 
@@ -26,8 +28,9 @@ METRICS_FILE = Path("metrics/embed.json")
 
 
 def run_fingerprint(params, *frames: pd.DataFrame) -> str:
-    """A short hash of the params and input tables a fine-tune reads."""
+    """A short hash of the params, the code and the input tables a fine-tune reads."""
     digest = hashlib.sha256(json.dumps(params.flat(["base", "embedding", "embed"]), sort_keys=True, default=str).encode())
+    digest.update(code_digest("train_embedder").encode())
     for frame in frames:
         digest.update(pd.util.hash_pandas_object(frame.astype(str), index=False).to_numpy().tobytes())
     return digest.hexdigest()[:12]
@@ -36,6 +39,7 @@ def run_fingerprint(params, *frames: pd.DataFrame) -> str:
 @stage_main
 def main() -> None:
     params = load_params()
+    pin_threads(params.base.threads)
     config = params.embed
     items = load_items(PREPARED_DIR)
     interactions = load_interactions(PREPARED_DIR)
@@ -64,8 +68,9 @@ def main() -> None:
         }
         write_embeddings(result, items, params.embedding, config.model, EMBEDDINGS_DIR)
         write_json(METRICS_FILE, metrics)
-        shutil.rmtree(inputs.work_dir, ignore_errors=True)
         run.log_metrics(metrics)
+    # Only now: a tracking error above keeps the checkpoints, so the rerun resumes, not re-fine-tunes.
+    shutil.rmtree(inputs.work_dir, ignore_errors=True)
     shown = {k: metrics.get(k) for k in ("search_recall_at_30", "rec_recall_at_30", "popularity_rec_recall_at_30")}
     print(f"{params.embedding}: {seconds:.0f}s; validation ceilings {shown}")
 

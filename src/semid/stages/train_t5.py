@@ -11,6 +11,7 @@ from semid.data import load_interactions, load_items
 from semid.generator import build_examples, load_id_table, configure_torch, tokenizer_corpus, train_generator
 from semid.io import atomic_path, write_json
 from semid.queries import load_queries
+from semid.stages.code_deps import code_digest
 from semid.stages.common import stage_main
 from semid.tracking import stage_run
 
@@ -26,14 +27,15 @@ CURVE_FILE = Path("metrics/train_t5_curve.csv")  # DVC plot: `dvc plots diff` co
 def main() -> None:
     params = load_params()
     config, seed = params.generator, params.base.seed
-    configure_torch(config.threads)
+    configure_torch(params.base.threads)
     with stage_run("train_t5", params, keys=["base", "generator"]) as run:
         items, interactions = load_items(PREPARED_DIR), load_interactions(PREPARED_DIR)
         table = load_id_table(IDS_DIR, items["item_id"])
         train_queries, valid_queries = load_queries(QUERIES_DIR, "train"), load_queries(QUERIES_DIR, "valid")
         train, valid = build_examples(config, table, items, interactions, train_queries, valid_queries, seed)
         stats = train_generator(
-            config, table, train, valid, tokenizer_corpus(items, train_queries), GENERATOR_DIR, seed
+            config, table, train, valid, tokenizer_corpus(items, train_queries), GENERATOR_DIR, seed,
+            code_version=code_digest("train_t5"),
         )
         curve = stats.pop("curve")
         with atomic_path(CURVE_FILE) as tmp:
