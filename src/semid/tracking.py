@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from semid.config import Params, find_root
+from semid.io import file_lock
 
 # Never log anything whose name looks secret, even if someone puts it in params.
 _SECRET = re.compile(r"(api[_-]?key|token|secret|password|credential)", re.IGNORECASE)
@@ -41,12 +42,27 @@ def tracking_enabled() -> bool:
 
 
 def init_store(root: Path | None = None, experiment: str = "semid") -> None:
-    """Create the store and experiment up front: SQLite races when parallel workers create it."""
-    import mlflow
+    """Create the store and experiment, safe when parallel workers (queued experiments) all call it.
 
+    SQLite races when two processes create the store's tables, so store creation runs under a file
+    lock in the project's artifact folder; and a worker that finds no experiment but loses the race
+    to create it (another store client, or a store elsewhere) reads back the one that won.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
+
+    root = root or find_root()
     mlflow.set_tracking_uri(tracking_uri(root))
-    if mlflow.get_experiment_by_name(experiment) is None:
-        mlflow.create_experiment(experiment, artifact_location=artifact_root(root))
+    with file_lock(root / "mlartifacts" / ".init-store.lock"):
+        if mlflow.get_experiment_by_name(experiment) is not None:
+            return
+        try:
+            mlflow.create_experiment(experiment, artifact_location=artifact_root(root))
+        except MlflowException as error:
+            already = error.error_code == ErrorCode.Name(RESOURCE_ALREADY_EXISTS)
+            if not already or mlflow.get_experiment_by_name(experiment) is None:
+                raise
 
 
 def safe_params(flat: dict[str, Any]) -> dict[str, Any]:
