@@ -114,6 +114,32 @@ def test_generate_items_matches_the_callback_decoder(
         assert all(not (set(r) & seen) for r, seen in zip(ranked, exclude))
 
 
+def test_rec_ranking_holds_every_unseen_item_when_fewer_than_k_remain(generator, sources):
+    """A user who saw nearly the whole 50-item world: the 30 best beams may all be seen items, so
+    the decoder widens the beams by the seen count (here: to every ID) for that input alone."""
+    inputs = sources("rec", 3)
+    every_id = len(space_trie(generator, "joint").items)
+    best_first, _ = callback_generate_items(generator, inputs, "rec", every_id, every_id, 8)
+    assert all(len(ranking) == every_id for ranking in best_first)  # every item, best first
+    # two users who saw all but their 3 (and 1) least likely items; one who saw 2 items
+    exclude = [set(best_first[0][:-3]), set(best_first[1][:-1]), set(best_first[2][:2])]
+    decoded = generate_items(generator, inputs, "rec", k=30, num_beams=30, batch_size=2, exclude=exclude)
+    assert [set(r) for r in decoded.ranked_items[:2]] == [set(best_first[0][-3:]), set(best_first[1][-1:])]
+    assert decoded.invalid_id_rate == 0.0
+    # the widened inputs are decoded over every ID; the normal one exactly as before
+    widened = callback_generate_items(generator, inputs[:2], "rec", 30, every_id, 8, exclude[:2])
+    unchanged = callback_generate_items(generator, inputs[2:], "rec", 30, 30, 2, exclude[2:])
+    assert (decoded.ranked_items[:2], decoded.scores[:2]) == widened
+    assert (decoded.ranked_items[2:], decoded.scores[2:]) == unchanged
+    assert len(decoded.ranked_items[2]) >= 28
+    # diverse beam search: the widened input still gets its unseen items
+    diverse = generate_items(
+        generator, inputs[:1], "rec", k=30, num_beams=30, num_beam_groups=3, diversity_penalty=0.25,
+        exclude=exclude[:1],
+    )  # fmt: skip
+    assert set(diverse.ranked_items[0]) == set(best_first[0][-3:])
+
+
 def test_both_kinds_of_encoder_input_are_decoded(generator, sources):
     """The text-encoder generator feeds ``inputs_embeds`` (no ``input_ids``: decoding must not need
     them), the tokenizer one ``input_ids``; the tests above ran on both."""

@@ -38,6 +38,7 @@ class IdTrie:
                 children.setdefault(sequence[:depth], set()).add(sequence[depth])
         self.children = {prefix: sorted(tokens) for prefix, tokens in children.items()}
         self.length = max(len(s) for s in self.items)  # levels + EOS
+        self.item_ids = frozenset(item for items in self.items.values() for item in items)
         self._tables: dict[str, TrieTables] = {}
 
     def allowed(self, prefix: Sequence[int]) -> list[int]:
@@ -265,7 +266,9 @@ def generate_items(
     """Beam-search each source into up to k distinct items (trie-constrained unless told otherwise).
 
     ``exclude`` (one set per source) drops items from that source's ranking, e.g. a user's history;
-    the caller widens ``num_beams`` so that k remain.
+    the caller widens ``num_beams`` so that k usually remain. A source with fewer than k unseen items
+    left in the catalogue whose ranking misses some of them (a user who saw nearly every item) is
+    decoded again with its beams widened by its seen count, so its ranking holds every unseen item.
     """
     import torch
 
@@ -296,7 +299,35 @@ def generate_items(
             ranked_scores.append(item_scores)
             total += len(sequences)
             invalid += bad
+    if exclude is not None and constrained:
+        for wide, positions in _exhausted_inputs(trie, ranked, exclude, k, beams).items():
+            for start in range(0, len(positions), batch_size):
+                chunk = positions[start : start + batch_size]
+                batch = generator.model_inputs([sources[i] for i in chunk])
+                with torch.no_grad():
+                    per_input, per_input_scores = _beam_search(model, batch, trie, wide, wide, True)
+                for i, sequences, scores in zip(chunk, per_input, per_input_scores):
+                    ranked[i], ranked_scores[i], bad = _rank_items(trie, sequences, k, exclude[i], scores)
+                    total += len(sequences)
+                    invalid += bad
     return Decoded(ranked, total, invalid, time.monotonic() - started, ranked_scores)
+
+
+def _exhausted_inputs(
+    trie: IdTrie, ranked: Sequence[list[int]], exclude: Sequence[set[int]], k: int, beams: int
+) -> dict[int, list[int]]:
+    """Inputs to decode again, by widened beam count: those with fewer than k unseen items in the
+    catalogue whose ranking lacks some of them (the beams were spent on seen items). ``beams``
+    plus the seen count leaves at least k unseen IDs, or covers every ID."""
+    catalogue = len(trie.item_ids)
+    widened: dict[int, list[int]] = {}
+    for position, (items, seen) in enumerate(zip(ranked, exclude)):
+        seen_in_catalogue = len(trie.item_ids & seen) if seen else 0
+        unseen = catalogue - seen_in_catalogue
+        if unseen < k and len(items) < unseen:
+            wide = min(beams + seen_in_catalogue, len(trie.items))
+            widened.setdefault(wide, []).append(position)
+    return widened
 
 
 def _beam_search(
