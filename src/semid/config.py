@@ -15,6 +15,7 @@ message naming the key, the value and the valid choices.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -31,6 +32,10 @@ EMBEDDED_PROFILE = "embedded"
 # and a test keeps the two in step, so loading params never imports torch.
 EMBEDDING_METHODS = ("content", "search", "rec", "multitask", "concat", "svd", "separate")
 QUANTIZERS = ("rqkmeans", "rqvae", "rqvae_naive", "dictlearn", "rlfq")
+# Quantizers whose codes are bit strings, so quantize.codebook_size must be a power of two
+# (semid.quantize.check_power_of_two; a test keeps this list in step with the classes).
+POWER_OF_TWO_QUANTIZERS = ("rqkmeans", "rlfq")
+SEED_LIMIT = 2**32  # base.seed < this: NumPy's legacy seeding and pandas' random_state take 32 bits
 # Query backends by name; semid.queries.BACKENDS maps them to classes (a test keeps them in step).
 QUERY_BACKENDS = ("template", "gemini", "openai")
 LR_SCHEDULES = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
@@ -61,6 +66,7 @@ class BaseConfig:
     threads: int = 2
 
     def validate(self) -> None:
+        check_range("base.seed", self.seed, 0, SEED_LIMIT - 1)
         check_range("base.threads", self.threads, 1, 1024)
 
 
@@ -163,9 +169,13 @@ class EmbedConfig:
     eval_max_queries: int = 2000
 
     def validate(self) -> None:
+        if not self.model:  # "" would resolve to the current folder
+            raise ConfigError("embed.model is empty; give a sentence-transformer name or a local folder")
         for key in ("encode_batch_size", "batch_size", "enmf_dim", "enmf_epochs", "enmf_batch_size", "svd_dim",
                     "eval_k", "checkpoint_steps", "max_item_pairs", "eval_max_queries"):
             check_range(f"embed.{key}", getattr(self, key), 1)
+        check_range("embed.max_steps", self.max_steps, 0)
+        check_range("embed.epochs", self.epochs, 0.0)
         if self.max_steps <= 0 and self.epochs <= 0:
             raise ConfigError(f"embed.max_steps={self.max_steps} and embed.epochs={self.epochs}: one must be > 0")
         for key in ("lr", "enmf_lr"):
@@ -223,6 +233,9 @@ class GeneratorConfig:
             check_range(f"generator.{key}", getattr(self, key), 1)
         for key in ("rec_max_windows_per_user", "max_valid_examples", "max_steps", "warmup_steps"):
             check_range(f"generator.{key}", getattr(self, key), 0)
+        check_range("generator.epochs", self.epochs, 0.0)
+        # an input keeps its newest max_input_tokens - 1 positions (semid.generator.inputs)
+        check_range("generator.max_input_tokens", self.max_input_tokens, 2)
         if self.d_model % self.num_heads:
             raise ConfigError(f"generator.d_model={self.d_model} must be a multiple of generator.num_heads={self.num_heads}")
         if self.max_steps <= 0 and self.epochs <= 0:
@@ -389,6 +402,8 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}={value!r} must be a number")
+        if not math.isfinite(value):  # NaN would pass every range check
+            raise ConfigError(f"{key}={value!r} must be a finite number")
         return float(value)
     if annotation is str:
         if not isinstance(value, str):
@@ -446,25 +461,81 @@ def _set_dotted(mapping: dict[str, Any], dotted: str, value: Any) -> None:
     mapping[leaf] = value
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error
+    (PyYAML keeps the last silently, so an edit above a forgotten duplicate would do nothing)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    first_line: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # "<<:" merges; its keys may be overridden
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            line = first_line.setdefault(key, key_node.start_mark.line)
+        except TypeError:  # an unhashable key: construct_mapping names it
+            continue
+        if line != key_node.start_mark.line:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first given on line {line + 1})", key_node.start_mark
+            )
+    return loader.construct_mapping(node, deep=True)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """A params or profile file as a mapping; any problem is one ConfigError line naming the file
+    (and, for bad YAML, the line, the column and what is wrong there)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {error.start}: {error.reason})") from error
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror or error}") from error
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{path} line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+        problem = " ".join(part for part in (error.problem, error.context and f"({error.context})") if part)
+        raise ConfigError(f"{where}: invalid YAML: {problem or 'unparsable'}".replace("\n", " ")) from error
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(error).split())}") from error
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path} must hold a mapping of sections (base:, data:, ...), got a {type(data).__name__}: {data!r:.60}"
+        )
+    return data
+
+
 def read_merged(params_path: Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """params.yaml with the active profile overlaid (see the module docstring)."""
     if not params_path.exists():
         raise ConfigError(f"no params file at {params_path}")
-    raw = yaml.safe_load(params_path.read_text()) or {}
+    raw = read_yaml_mapping(params_path)
     for dotted, value in (overrides or {}).items():
         _set_dotted(raw, dotted, value)
-    profile = (raw.get("base") or {}).get("profile", EMBEDDED_PROFILE)
+    base = raw.get("base")
+    profile = base.get("profile", EMBEDDED_PROFILE) if isinstance(base, dict) else EMBEDDED_PROFILE
     if profile != EMBEDDED_PROFILE:
         profiles_dir = params_path.parent / "profiles"
-        overlay_path = profiles_dir / f"{profile}.yaml"
-        if not overlay_path.exists():
-            found = sorted(p.stem for p in profiles_dir.glob("*.yaml"))
+        found = sorted(p.stem for p in profiles_dir.glob("*.yaml"))
+        # a name from the list, never a path: "../params" would overlay params.yaml on itself
+        if profile not in found:
             raise ConfigError(
-                f"base.profile={profile!r} has no file {overlay_path}; "
+                f"base.profile={profile!r} has no file {profiles_dir / f'{profile}.yaml'}; "
                 f"choose one of: {', '.join([EMBEDDED_PROFILE, *found])}"
             )
-        overlay = yaml.safe_load(overlay_path.read_text()) or {}
-        overlay.setdefault("base", {})["profile"] = profile
+        overlay_path = profiles_dir / f"{profile}.yaml"
+        overlay = read_yaml_mapping(overlay_path)
+        if not isinstance(overlay.setdefault("base", {}), dict):
+            raise ConfigError(f"{overlay_path}: base must be a mapping of keys, got {overlay['base']!r}")
+        overlay["base"]["profile"] = profile
         raw = deep_merge(raw, overlay)
         for dotted, value in (overrides or {}).items():  # explicit overrides beat the profile
             _set_dotted(raw, dotted, value)
@@ -487,4 +558,37 @@ def load_params(path: str | Path | None = None, overrides: dict[str, Any] | None
         check_choice(axis, value, choices)
         axes[axis] = value
     sections = {name: build_section(name, cls, raw.get(name)) for name, cls in SECTIONS.items()}
+    check_codebook_size(axes["quantizer"], sections["quantize"].codebook_size)
     return Params(sections=sections, raw=raw, **axes)
+
+
+def check_codebook_size(quantizer: str, codebook_size: int) -> None:
+    """The quantizer's rule on quantize.codebook_size (a power of two where codes are bit strings),
+    checked when params load rather than when the quantize stage builds the quantizer."""
+    if quantizer not in POWER_OF_TWO_QUANTIZERS:
+        return
+    from semid.quantize import QuantizeError, check_power_of_two  # numpy only, no torch
+
+    try:
+        check_power_of_two(quantizer, codebook_size)
+    except QuantizeError as error:
+        raise ConfigError(str(error)) from error
+
+
+def check_item_count(params: Params, n_items: int, source: str = "data/prepared/items.parquet") -> None:
+    """What needs the item count, checked once the prepared items are read and before any work:
+    the dense ceilings' ``embed.eval_k`` and the codebooks' ``quantize.codebook_size`` (each code
+    of a level needs an item). train_embedder calls it; quantize checks its embedding rows against
+    the codebook itself (semid.quantize.check_embeddings)."""
+    if params.embed.eval_k > n_items:
+        raise ConfigError(
+            f"embed.eval_k={params.embed.eval_k} is more than the {n_items:,} items of {source}; "
+            f"it must lie in [1, {n_items}]"
+        )
+    size = params.quantize.codebook_size
+    if size > n_items:
+        largest = 1 << (n_items.bit_length() - 1) if params.quantizer in POWER_OF_TWO_QUANTIZERS else n_items
+        raise ConfigError(
+            f"quantize.codebook_size={size} is more than the {n_items:,} items of {source}, so its codes "
+            f"cannot all be used; lower it to at most {largest}"
+        )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from semid.config import load_params
+from semid.config import check_item_count, load_params
 from semid.data import load_interactions, load_items
 from semid.embed import EmbeddingInputs, dense_ceilings, embed_items, write_embeddings
 from semid.io import write_json
@@ -42,6 +42,7 @@ def main() -> None:
     pin_threads(params.base.threads)
     config = params.embed
     items = load_items(PREPARED_DIR)
+    check_item_count(params, len(items))  # embed.eval_k, quantize.codebook_size: before any fine-tune
     interactions = load_interactions(PREPARED_DIR)
     train_queries = load_queries(QUERIES_DIR, "train")
     fingerprint = run_fingerprint(params, items[["item_id", "item_text"]], interactions, train_queries)
