@@ -244,13 +244,55 @@ def _read_csv(path: Path, required: tuple[str, ...], **kwargs) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path, **kwargs)
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
-        raise DataError(f"cannot parse {path}: {error}") from error
+        raise DataError(f"cannot parse {path}: {' '.join(str(error).split())}") from error
+    _require_columns(frame, path, required)
+    return frame
+
+
+def _require_columns(frame: pd.DataFrame, path: Path, required: tuple[str, ...]) -> None:
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise DataError(
             f"{path} lacks column(s) {', '.join(missing)}; found {', '.join(map(str, frame.columns))}"
         )
-    return frame
+
+
+def numeric_column(frame: pd.DataFrame, column: str, path: Path, dtype: str) -> pd.Series:
+    """``frame[column]`` as ``dtype``, or a DataError naming the file, the first bad row (counted
+    from 1, after any header) and its value."""
+    parsed = pd.to_numeric(frame[column], errors="coerce")
+    bad = parsed.isna().to_numpy()
+    integer = np.dtype(dtype).kind in "iu"
+    if integer:  # "1.5" is a number but no id
+        bad = bad | (parsed.to_numpy(dtype="float64", na_value=np.nan) % 1 != 0)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{path} row {row + 1}: {column}={frame[column].iloc[row]!r} is not "
+            f"{'an integer' if integer else 'a number'} ({int(bad.sum()):,} such row(s))"
+        )
+    return parsed.astype(dtype)
+
+
+def _numeric_columns(frame: pd.DataFrame, path: Path, dtypes: dict[str, str]) -> pd.DataFrame:
+    return frame.assign(**{column: numeric_column(frame, column, path, dtype) for column, dtype in dtypes.items()})
+
+
+RATING_DTYPES = {"userId": "int64", "movieId": "int64", "rating": "float32", "timestamp": "int64"}
+
+
+def _read_ratings_csv(path: Path) -> pd.DataFrame:
+    """ratings.csv typed as it is read (ml-25m: 25M rows); a cell that is no number is named."""
+    try:
+        ratings = pd.read_csv(path, dtype=RATING_DTYPES)
+    except ValueError:  # parse errors too: the slow path below reports them
+        ratings = _read_csv(path, tuple(RATING_DTYPES), dtype=str, keep_default_na=False)
+        return _numeric_columns(ratings, path, RATING_DTYPES)
+    _require_columns(ratings, path, tuple(RATING_DTYPES))
+    missing = np.flatnonzero(ratings["rating"].isna().to_numpy())  # empty or "NA" cells
+    if len(missing):
+        raise DataError(f"{path} row {missing[0] + 1}: rating is empty; ratings are numbers ({len(missing):,} such row(s))")
+    return ratings
 
 
 def _split_genres(column: pd.Series) -> pd.Series:
@@ -260,19 +302,20 @@ def _split_genres(column: pd.Series) -> pd.Series:
 
 
 def read_csv_release(folder: Path) -> RawMovieLens:
-    movies = _read_csv(folder / "movies.csv", ("movieId", "title", "genres"))
-    ratings = _read_csv(
-        folder / "ratings.csv", ("userId", "movieId", "rating", "timestamp"),
-        dtype={"userId": "int64", "movieId": "int64", "rating": "float32", "timestamp": "int64"},
-    )  # fmt: skip
+    # Titles as written: pandas would read a title "NA" or "null" as a missing value, then "nan".
+    movies_path = folder / "movies.csv"
+    movies = _read_csv(movies_path, ("movieId", "title", "genres"), dtype=str, keep_default_na=False)
+    ratings = _read_ratings_csv(folder / "ratings.csv")
     movies = pd.DataFrame(
-        {"item_id": movies["movieId"].astype("int64"), "title": movies["title"].astype(str),
+        {"item_id": numeric_column(movies, "movieId", movies_path, "int64"), "title": movies["title"],
          "genres": _split_genres(movies["genres"])}
     )  # fmt: skip
     ratings = ratings.rename(columns={"userId": "user_id", "movieId": "item_id"})
     tags = genome = None
     if (folder / "tags.csv").exists():
+        # Empty and "NA" tags read as missing values; aggregate_tags drops them.
         tags = _read_csv(folder / "tags.csv", ("userId", "movieId", "tag", "timestamp"))
+        tags = tags.assign(movieId=numeric_column(tags, "movieId", folder / "tags.csv", "int64"))
         tags = tags.rename(columns={"userId": "user_id", "movieId": "item_id"})
     if (folder / "genome-scores.csv").exists() and (folder / "genome-tags.csv").exists():
         scores = _read_csv(folder / "genome-scores.csv", ("movieId", "tagId", "relevance"))
@@ -292,11 +335,15 @@ def _read_delimited(path: Path, sep: str, names: list[str]) -> pd.DataFrame:
     return pd.DataFrame([row[: len(names)] for row in rows], columns=names)
 
 
+OLD_RATING_DTYPES = {"user_id": "int64", "item_id": "int64", "rating": "float32", "timestamp": "int64"}
+
+
 def read_ml1m(folder: Path) -> RawMovieLens:
     movies = _read_delimited(folder / "movies.dat", "::", ["item_id", "title", "genres"])
-    ratings = _read_delimited(folder / "ratings.dat", "::", ["user_id", "item_id", "rating", "timestamp"])
-    movies = movies.assign(item_id=movies["item_id"].astype("int64"), genres=_split_genres(movies["genres"]))
-    ratings = ratings.astype({"user_id": "int64", "item_id": "int64", "rating": "float32", "timestamp": "int64"})
+    ratings = _read_delimited(folder / "ratings.dat", "::", list(OLD_RATING_DTYPES))
+    movies = _numeric_columns(movies, folder / "movies.dat", {"item_id": "int64"})
+    movies = movies.assign(genres=_split_genres(movies["genres"]))
+    ratings = _numeric_columns(ratings, folder / "ratings.dat", OLD_RATING_DTYPES)
     return RawMovieLens(movies, ratings)
 
 
@@ -307,11 +354,12 @@ def read_ml100k(folder: Path) -> RawMovieLens:
         genre_names = [name for name, _ in sorted(pairs, key=lambda p: int(p[1]))]
     columns = ["item_id", "title", "release_date", "video_release_date", "url", *genre_names]
     items = _read_delimited(folder / "u.item", "|", columns)
-    flags = items[genre_names].astype(int).to_numpy()
+    items = _numeric_columns(items, folder / "u.item", dict.fromkeys(["item_id", *genre_names], "int64"))
+    flags = items[genre_names].to_numpy()
     genres = [[g for g, on in zip(genre_names, row) if on and g != "unknown"] for row in flags]
-    movies = pd.DataFrame({"item_id": items["item_id"].astype("int64"), "title": items["title"], "genres": genres})
-    ratings = _read_delimited(folder / "u.data", "\t", ["user_id", "item_id", "rating", "timestamp"])
-    ratings = ratings.astype({"user_id": "int64", "item_id": "int64", "rating": "float32", "timestamp": "int64"})
+    movies = pd.DataFrame({"item_id": items["item_id"], "title": items["title"], "genres": genres})
+    ratings = _read_delimited(folder / "u.data", "\t", list(OLD_RATING_DTYPES))
+    ratings = _numeric_columns(ratings, folder / "u.data", OLD_RATING_DTYPES)
     return RawMovieLens(movies, ratings)
 
 
@@ -340,6 +388,7 @@ def aggregate_tags(tags: pd.DataFrame | None, max_tags: int) -> dict[int, list[s
     """Per item, distinct user tags (lower-cased), most frequently applied first."""
     if tags is None or tags.empty or max_tags == 0:
         return {}
+    tags = tags.dropna(subset=["tag"])  # an empty or "NA" cell is no tag (astype(str) would make it "nan")
     frame = tags.assign(tag=tags["tag"].astype(str).str.strip().str.lower())
     frame = frame[frame["tag"] != ""]
     counts = frame.groupby(["item_id", "tag"]).size().rename("n").reset_index()
@@ -351,7 +400,7 @@ def aggregate_tags(tags: pd.DataFrame | None, max_tags: int) -> dict[int, list[s
 def aggregate_genome(genome: pd.DataFrame | None, top_k: int, min_relevance: float) -> dict[int, list[str]]:
     if genome is None or genome.empty or top_k == 0:
         return {}
-    frame = genome[genome["relevance"] >= min_relevance]
+    frame = genome[(genome["relevance"] >= min_relevance) & genome["tag"].notna()]
     frame = frame.sort_values(["item_id", "relevance", "tag"], ascending=[True, False, True])
     return frame.groupby("item_id").head(top_k).groupby("item_id")["tag"].apply(list).to_dict()
 
@@ -477,15 +526,25 @@ def write_prepared(data: PreparedData, out_dir: Path) -> None:
         data.interactions.to_parquet(tmp / INTERACTIONS_FILE, index=False)
 
 
+def read_parquet(path: str | Path) -> pd.DataFrame:
+    """A parquet file, or one DataError line naming it when it is no readable parquet."""
+    import pyarrow as pa
+
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError, pa.ArrowException) as error:
+        raise DataError(f"cannot read {path} as parquet: {' '.join(str(error).split())}") from error
+
+
 def load_items(prepared_dir: Path) -> pd.DataFrame:
     path = Path(prepared_dir) / ITEMS_FILE
     if not path.exists():
         raise DataError(f"{path} not found; run `dvc repro prepare_movielens` first")
-    return pd.read_parquet(path)
+    return read_parquet(path)
 
 
 def load_interactions(prepared_dir: Path) -> pd.DataFrame:
     path = Path(prepared_dir) / INTERACTIONS_FILE
     if not path.exists():
         raise DataError(f"{path} not found; run `dvc repro prepare_movielens` first")
-    return pd.read_parquet(path)
+    return read_parquet(path)
