@@ -20,11 +20,47 @@ from pathlib import Path
 from typing import Any
 
 from semid.io import SemidError, write_json
-from semid.serve import Pipeline, check_k, check_query, check_query_frame, parse_item_ids, read_query_file
+from semid.serve import (
+    Pipeline, ServeError, check_k, check_query, check_query_frame, item_id_of, parse_item_ids, read_query_file,
+)  # fmt: skip
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one ``error:`` line (exit 2) like every other bad input."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (`{self.prog} --help` lists the options)\n")
+
+
+def _argument_type(check, name: str):
+    """An argparse type from a check raising ServeError, so its message is the one argparse shows."""
+
+    def parse(text: str):
+        try:
+            return check(text)
+        except ServeError as error:
+            raise argparse.ArgumentTypeError(str(error)) from error
+
+    parse.__name__ = name  # argparse names the type in its fallback message
+    return parse
+
+
+def _user_id(text: str) -> int:
+    user = item_id_of(text)
+    if user is None:
+        raise ServeError(f"user ids are non-negative integers, got {text!r}")
+    return user
+
+
+def _threads(text: str) -> int:
+    threads = item_id_of(text)
+    if threads is None:
+        raise ServeError(f"threads must be an integer >= 0 (0 = torch's default), got {text!r}")
+    return threads
 
 
 def _common() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     where = common.add_argument_group("which trained run")
     where.add_argument(
         "--root", type=Path, default=None, help="project folder (default: the one above the cwd)"
@@ -34,16 +70,14 @@ def _common() -> argparse.ArgumentParser:
     revs.add_argument("--exp", help="a DVC experiment name (outputs from the local DVC cache)")
     common.add_argument("--json", action="store_true", help="machine-readable output")
     common.add_argument(
-        "--threads", type=int, default=1,
+        "--threads", type=_argument_type(_threads, "threads"), default=1,
         help="torch CPU threads (default 1: one query is too small to split; 0 = torch's default)",
     )  # fmt: skip
     return common
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="semid", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = _Parser(prog="semid", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     common = _common()
 
@@ -56,8 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
         "recommend", parents=[common], help="next items for a user or a history"
     )
     who = recommend.add_mutually_exclusive_group(required=True)
-    who.add_argument("--user", help="a user id: recommend from that user's train history")
-    who.add_argument("--items", help="a history of item ids, oldest first: 1,260,1196")
+    who.add_argument(
+        "--user", type=_argument_type(_user_id, "user id"), help="a user id: recommend from that user's train history"
+    )
+    who.add_argument(
+        "--items", type=_argument_type(parse_item_ids, "item ids"),
+        help="a history of item ids, oldest first: 1,260,1196",
+    )  # fmt: skip
     recommend.add_argument("-k", type=int, default=10, help="items to return (default 10)")
     recommend.add_argument("--method", choices=("generative", "dense"), default="generative")
 
@@ -149,8 +188,7 @@ def run_search(args) -> None:
 
 
 def run_recommend(args) -> None:
-    k = check_k(args.k)
-    history = parse_item_ids(args.items) if args.items is not None else None
+    k, history = check_k(args.k), args.items  # --items parsed (and checked) by argparse
     pipeline = _pipeline(args)
     if history is None:
         history = pipeline.user_history(args.user)
@@ -158,18 +196,18 @@ def run_recommend(args) -> None:
     else:
         label = f"history {','.join(map(str, history))}"
     hits = pipeline.recommend(history, k, args.method)
-    payload = {"user_id": int(args.user) if args.user is not None else None, "history": history,
+    payload = {"user_id": args.user, "history": history,
                "method": args.method, "k": k, "run": pipeline.source,
                "results": [h.as_dict() for h in hits]}  # fmt: skip
     _emit(args.json, payload, f"recommend ({args.method}) for {label}\n{hits_table(hits)}")
 
 
 def run_score_queries(args) -> None:
-    # a missing file or column fails before the model loads
+    # a missing file or column, or an output that cannot be written, fails before the model loads
     frame = check_query_frame(read_query_file(args.file))
+    out = check_scores_path(args.file, args.out or args.file.with_name(args.file.stem + ".scores.json"))
     pipeline = _pipeline(args)
     report = pipeline.score_queries(frame)
-    out = args.out or args.file.with_name(args.file.stem + ".scores.json")
     payload = {"file": str(args.file), "run": pipeline.source, **report.as_dict()}
     write_json(out, payload)
     skipped = "".join(
@@ -180,6 +218,15 @@ def run_score_queries(args) -> None:
         f"{scores_table(report)}\nwritten to {out}"
     )
     _emit(args.json, payload, text)
+
+
+def check_scores_path(queries_file: Path, out: Path) -> Path:
+    """Where score-queries writes its metrics: never over the query file, never onto a folder."""
+    if out.is_dir():
+        raise ServeError(f"--out {out} is a folder; name the metrics JSON file to write")
+    if out.exists() and out.resolve() == queries_file.resolve():
+        raise ServeError(f"--out {out} is the query file itself; name another file for the metrics")
+    return out
 
 
 COMMANDS = {"search": run_search, "recommend": run_recommend, "score-queries": run_score_queries}

@@ -21,6 +21,8 @@ Where a run comes from:
 from __future__ import annotations
 
 import math
+import numbers
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,12 +107,27 @@ def check_method(method: str) -> str:
     return method
 
 
+_ITEM_ID = re.compile(r"[0-9]+")  # ASCII digits only: str.isdigit() also takes "²", which int() refuses
+
+
+def item_id_of(value: Any) -> int | None:
+    """An item or user id as written (5, "5", " 5 ") as an int; None for anything else ("-5", "²", 5.5, True)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Integral):  # Python and NumPy integers
+        return int(value) if value >= 0 else None
+    text = value.strip() if isinstance(value, str) else None
+    return int(text) if text and _ITEM_ID.fullmatch(text) else None
+
+
 def parse_item_ids(text: str) -> list[int]:
     """"1,260,1196" -> [1, 260, 1196]; anything that is no integer is named."""
     parts = [part.strip() for part in str(text).split(",") if part.strip()]
-    bad = [part for part in parts if not part.lstrip("-").isdigit()]
+    bad = [part for part in parts if item_id_of(part) is None]
     if bad:
-        raise ServeError(f"item ids must be integers separated by commas, got {', '.join(map(repr, bad))}")
+        raise ServeError(
+            f"item ids must be integers separated by commas, got {', '.join(map(repr, bad))} (e.g. 1,260,1196)"
+        )
     if not parts:
         raise ServeError("no item ids given: pass them as --items 1,260,1196")
     return [int(part) for part in parts]
@@ -310,11 +327,11 @@ class Pipeline:
         known = set(self.items.index)
         parsed, unknown = [], []
         for item in ids:
-            text = str(item).strip()
-            if isinstance(item, bool) or not text.lstrip("-").isdigit() or int(text) not in known:
+            item_id = item_id_of(item)
+            if item_id is None or item_id not in known:
                 unknown.append(item)
             else:
-                parsed.append(int(text))
+                parsed.append(item_id)
         if unknown:
             raise ServeError(
                 f"unknown item id(s) {', '.join(map(str, unknown))}: not among the {len(known):,} items of "
@@ -372,14 +389,14 @@ class Pipeline:
         known = set(self.items.index)
         keep, targets, texts, skipped = [], [], [], []
         for row, (item, text) in enumerate(zip(frame["item_id"], frame["query"])):
-            item_text = str(item).strip()
-            if not item_text.lstrip("-").isdigit() or int(item_text) not in known:
+            item_text, item_id = str(item).strip(), item_id_of(item)
+            if item_id is None or item_id not in known:
                 skipped.append({"row": row, "item_id": item_text, "reason": "unknown item id"})
             elif not isinstance(text, str) or not text.strip():
                 skipped.append({"row": row, "item_id": item_text, "reason": "empty query"})
             else:
                 keep.append(row)
-                targets.append(int(item_text))
+                targets.append(item_id)
                 texts.append(text.strip())
         if not keep:
             raise ServeError(
@@ -424,7 +441,9 @@ def read_query_file(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise ServeError(f"query file {path} not found")
     if path.suffix == ".parquet":
-        return pd.read_parquet(path)
+        from semid.data import read_parquet
+
+        return read_parquet(path)
     try:
         return pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
