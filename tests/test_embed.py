@@ -86,6 +86,25 @@ def test_rows_follow_the_items_table_through_write_and_load(results, slice_data,
     assert int(np.argmax(spaces["joint"] @ vector[0])) == row
 
 
+def test_written_embeddings_are_the_same_bytes_whenever_they_are_written(results, slice_data, tmp_path):
+    """The saved fine-tuned query encoder carried its wall-clock training time (its model card)."""
+    import time
+
+    prepared, _, _ = slice_data
+    write_embeddings(results["search"], prepared.items, "search", "all-MiniLM-L6-v2", tmp_path / "a")
+    time.sleep(1.1)
+    write_embeddings(results["search"], prepared.items, "search", "all-MiniLM-L6-v2", tmp_path / "b")
+
+    def files(folder):
+        return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    first, second = files(tmp_path / "a"), files(tmp_path / "b")
+    assert first.keys() == second.keys()
+    assert [name for name in first if first[name] != second[name]] == []
+    # the card rounds long trainings to minutes, so equal bytes above may hide a clock: none is written
+    assert [name for name, data in first.items() if b"Training Time" in data] == []
+
+
 def test_fine_tune_and_enmf_are_deterministic_for_a_seed(results, slice_data, tmp_path):
     _, _, inputs = slice_data
     fused = dataclasses.replace(inputs, config=FUSED_CONFIG)

@@ -388,7 +388,9 @@ def write_embeddings(result: EmbeddingResult, items: pd.DataFrame, method: str, 
         np.savez(tmp / EMBEDDINGS_FILE, item_ids=items["item_id"].to_numpy(np.int64), **result.spaces)
         encoder_dir = None
         if result.query_encoder is not None and result.query_projection is None:
-            result.query_encoder.save(str(tmp / QUERY_ENCODER_DIR))
+            # No model card: sentence-transformers writes the fine-tune's wall-clock time into it,
+            # which made data/embeddings hash differently on every run of the same params.
+            result.query_encoder.save(str(tmp / QUERY_ENCODER_DIR), create_model_card=False)
             encoder_dir = QUERY_ENCODER_DIR
         meta = {
             "method": method,
