@@ -99,6 +99,16 @@ def set_params(repo: Path, **updates) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+# The whole pipeline in a minute or two: real items and queries, a few training steps.
+TINY = dict(
+    # more items than MiniLM's 384 dims: faiss's ResidualQuantizer PCA step needs n > dim
+    data={"sample_items": 420, "sample_items_strategy": "popular"},
+    quantize={"codebook_size": 16, "rqvae": {"steps": 60}},
+    generator={"max_steps": 10, "save_steps": 10, "rec_max_windows_per_user": 5},
+    evaluate={"search_queries": 40, "num_beams": 30, "batch_size": 32},
+)
+
+
 MINILM_SLICE_ITEMS = 1000  # the most popular ml-latest-small items: a fixed, real slice
 
 

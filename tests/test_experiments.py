@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT, dvc, run, set_params, stage_env
+from conftest import REPO_ROOT, TINY, dvc, run, set_params, stage_env
 from semid.grid import GridError, grid_points
 
 
@@ -17,15 +17,6 @@ def test_grid_points_are_the_cross_product_and_names_are_checked():
     with pytest.raises(Exception, match="quantizer='rqvaee' is not valid; choose one of: rqkmeans"):
         grid_points(["content"], ["rqvaee"])
     assert issubclass(GridError, Exception)
-
-
-TINY = dict(
-    # more items than MiniLM's 384 dims: faiss's ResidualQuantizer PCA step needs n > dim
-    data={"sample_items": 420, "sample_items_strategy": "popular"},
-    quantize={"codebook_size": 16, "rqvae": {"steps": 60}},
-    generator={"max_steps": 10, "save_steps": 10, "rec_max_windows_per_user": 5},
-    evaluate={"search_queries": 40, "num_beams": 30, "batch_size": 32},
-)
 
 
 @pytest.mark.slow

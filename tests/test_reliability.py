@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO_ROOT, dvc, run, set_params, stage_env
+from conftest import REPO_ROOT, TINY, dvc, run, set_params, stage_env
 from semid.io import read_json, write_json, write_json_set
 from semid.stages.code_deps import STAGES, code_deps
 
@@ -112,3 +112,137 @@ def test_a_bad_set_value_stops_before_any_stage_removes_its_outputs(dvc_repo):
     run(["git", "checkout", "params.yaml"], dvc_repo, env)
     status = dvc(dvc_repo, "repro", "prepare_movielens")
     assert "Running stage 'prepare_movielens'" not in status.stdout  # the way back costs nothing
+
+
+# ---------------------------------------------------------------- the whole pipeline (slow)
+
+# Keys that measure the machine, not the result; everything else must agree to the bit.
+TIMING_KEYS = ("seconds", "per_second", "resumed")
+# A checkpoint mid-run, so a kill after it tests resuming (10 steps stay inside the first epoch).
+KILLABLE = {**TINY, "generator": {**TINY["generator"], "save_steps": 4}}
+
+
+def _pipeline_repo(tmp_path: Path, name: str) -> Path:
+    """A fresh git + DVC repo with the project's code (what conftest's dvc_repo makes), at ``name``."""
+    from conftest import PROJECT_FILES
+
+    repo = tmp_path / name
+    repo.mkdir()
+    for file in PROJECT_FILES:
+        source = REPO_ROOT / file
+        if source.is_dir():
+            shutil.copytree(source, repo / file, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(source, repo / file)
+    shutil.copy2(REPO_ROOT / ".gitignore", repo / ".gitignore")
+    env = stage_env(repo)
+    run(["git", "init", "-q"], repo, env)
+    dvc(repo, "init", "-q")
+    set_params(repo, **KILLABLE)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "tiny pipeline"], repo, env)
+    return repo
+
+
+def _outputs(repo: Path) -> dict[str, str]:
+    """md5 of every stage output in dvc.lock, metrics included (compared apart)."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    return {out["path"]: out["md5"] for stage in lock.values() for out in stage.get("outs", [])}
+
+
+def _metrics_without_timings(repo: Path) -> dict[str, dict]:
+    found = {}
+    for path in sorted((repo / "metrics").glob("*.json")):
+        found[path.name] = {k: v for k, v in read_json(path).items() if not any(t in k for t in TIMING_KEYS)}
+    return found
+
+
+def _assert_same_results(repo: Path, reference: Path) -> None:
+    metric_files = {f"metrics/{p.name}" for p in (reference / "metrics").glob("*.json")}
+    ours, theirs = _outputs(repo), _outputs(reference)
+    assert ours.keys() == theirs.keys()
+    differing = sorted(p for p in ours if p not in metric_files and ours[p] != theirs[p])
+    assert not differing, f"outputs differ: {differing}"
+    assert _metrics_without_timings(repo) == _metrics_without_timings(reference)
+
+
+def _repro(repo: Path, env_threads: str) -> None:
+    env = stage_env(repo)
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[name] = env_threads
+    run([sys.executable, "-m", "dvc", "repro"], repo, env)
+
+
+@pytest.fixture(scope="module")
+def reference_pipeline(tmp_path_factory) -> Path:
+    repo = _pipeline_repo(tmp_path_factory.mktemp("reference"), "repo")
+    _repro(repo, "1")
+    return repo
+
+
+@pytest.mark.slow
+def test_two_runs_from_scratch_on_other_thread_counts_give_the_same_bits(reference_pipeline, tmp_path):
+    repo = _pipeline_repo(tmp_path, "again")
+    _repro(repo, "2")
+    _assert_same_results(repo, reference_pipeline)
+
+
+def _kill_when(repo: Path, stage: str, ready, after_seconds: float) -> bool:
+    """Start `dvc repro <stage>`, kill -9 its whole process group ``after_seconds`` after
+    ``ready(repo)`` holds; False when the stage finished first."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    process = subprocess.Popen([sys.executable, "-m", "dvc", "repro", stage], cwd=repo, env=stage_env(repo),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 600
+    while not ready(repo, process.pid) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(after_seconds)
+    if process.poll() is not None:
+        return False
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    return True
+
+
+def _running(stage_module: str):
+    """True once a process runs ``python -m semid.stages.<stage_module>`` (the stage body, not DVC)."""
+    import psutil
+
+    def ready(_repo: Path, pid: int) -> bool:
+        try:
+            children = psutil.Process(pid).children(recursive=True)
+            return any(f"semid.stages.{stage_module}" in child.cmdline() for child in children)
+        except psutil.Error:  # a child ended while we looked
+            return False
+
+    return ready
+
+
+def _checkpoint_saved(repo: Path, _pid: int) -> bool:
+    return any((repo / "models/generator/checkpoints").glob("checkpoint-*/trainer_state.json"))
+
+
+@pytest.mark.slow
+def test_killed_anywhere_a_rerun_gives_the_uninterrupted_results(reference_pipeline, tmp_path):
+    """kill -9 inside stages (reading, fitting, training after a checkpoint, decoding), then
+    `dvc repro`: the outputs are those of the run nobody interrupted."""
+    repo = _pipeline_repo(tmp_path, "killed")
+    kill_points = {
+        "prepare_movielens while reading": ("prepare_movielens", _running("prepare_movielens"), 2.0),
+        "gen_queries while writing": ("gen_queries", _running("gen_queries"), 2.5),
+        "quantize while fitting": ("quantize", _running("quantize"), 3.0),
+        "train_t5 while encoding texts": ("train_t5", _running("train_t5"), 4.0),
+        "train_t5 after a checkpoint": ("train_t5", _checkpoint_saved, 0.0),
+        "evaluate while decoding": ("evaluate", _running("evaluate"), 6.0),
+    }
+    killed = [name for name, (stage, ready, after) in kill_points.items() if _kill_when(repo, stage, ready, after)]
+    print(f"killed: {killed}")
+    assert len(killed) >= 4, f"only {killed} were killed before they finished"
+    _repro(repo, "2")
+    _assert_same_results(repo, reference_pipeline)
+    if "train_t5 after a checkpoint" in killed:
+        assert read_json(repo / "metrics" / "train_t5.json")["resumed"] == 1

@@ -1,0 +1,43 @@
+"""CI: the committed dvc.lock must be what `dvc repro` of this very tree wrote.
+
+On a fresh clone only outputs may be missing (they live in the DVC cache or a remote); a changed
+dep or param means the committed lock and metrics/ describe other code or other params.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+MISSING = {"deleted", "not in cache"}
+
+
+def stale_entries(status: dict) -> list[str]:
+    problems = []
+    for stage, changes in status.items():
+        for change in changes:
+            if not isinstance(change, dict):  # "always changed" and similar plain strings
+                problems.append(f"{stage}: {change}")
+                continue
+            for kind, paths in change.items():
+                if kind == "changed outs" and set(paths.values()) <= MISSING:
+                    continue
+                problems.append(f"{stage}: {kind} {json.dumps(paths, sort_keys=True)}")
+    return problems
+
+
+def main() -> int:
+    result = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], capture_output=True, text=True, check=True)
+    problems = stale_entries(json.loads(result.stdout or "{}"))
+    for line in problems:
+        print(f"stale dvc.lock: {line}", file=sys.stderr)
+    if problems:
+        print("the committed dvc.lock/metrics are not from `dvc repro` of this tree: run it and commit both", file=sys.stderr)
+        return 1
+    print("dvc.lock matches the committed code and params (only outputs are missing on this clone)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
