@@ -29,12 +29,12 @@ def main() -> None:
     pin_threads(params.base.threads)
     config = params.quantize
     name = params.quantizer
+    item_ids, spaces = load_item_embeddings(EMBEDDINGS_DIR)
+    # Check every space before fitting any (and before a tracking run opens): a bad input writes nothing.
+    spaces = {space: check_embeddings(x, config.codebook_size, f"{space} embeddings") for space, x in spaces.items()}
+    if any(len(x) != len(item_ids) for x in spaces.values()):
+        raise QuantizeError(f"{EMBEDDINGS_DIR}: embedding rows do not match {len(item_ids)} item ids")
     with stage_run("quantize", params, keys=["base", "quantizer", "quantize"]) as run:
-        item_ids, spaces = load_item_embeddings(EMBEDDINGS_DIR)
-        # Check every space before fitting any, so a bad input writes nothing.
-        spaces = {space: check_embeddings(x, config.codebook_size, f"{space} embeddings") for space, x in spaces.items()}
-        if any(len(x) != len(item_ids) for x in spaces.values()):
-            raise QuantizeError(f"{EMBEDDINGS_DIR}: embedding rows do not match {len(item_ids)} item ids")
         prefix_metrics = len(spaces) > 1
         tables, metrics, curves = [], {}, []
         for space, x in spaces.items():
