@@ -142,6 +142,17 @@ class QueriesConfig:
             raise ConfigError(f"queries.model is empty; the {self.backend} backend needs a model name")
         if not self.cache_dir:
             raise ConfigError("queries.cache_dir is empty; name a folder for the answers cache")
+        # params reach dvc.lock and MLflow: a secret in base_url would too (the message never repeats it).
+        import re
+        from urllib.parse import parse_qsl, urlsplit
+
+        url = urlsplit(self.base_url)
+        names = [name for name, _ in parse_qsl(url.query, keep_blank_values=True)]
+        if url.username or url.password or any(re.search(r"key|token|secret|passw|sig|auth|cred", n, re.I) for n in names):
+            raise ConfigError(
+                "queries.base_url carries credentials (user:password@ or a key/token parameter); put the key in "
+                "an environment variable and name it in queries.api_key_env"
+            )
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,15 @@ paraphrases of the other half; 10 train, 10 test. Backends, chosen by ``queries.
 - ``gemini``: the ``google-genai`` SDK with structured JSON output (an array of strings); key
   from ``GEMINI_API_KEY`` / ``GOOGLE_API_KEY`` (or the variable named by ``queries.api_key_env``).
 - ``openai``: any OpenAI-compatible chat endpoint (OpenAI, vLLM, Ollama, llama.cpp server) at
-  ``queries.base_url``; key from ``OPENAI_API_KEY`` (or ``queries.api_key_env``).
+  ``queries.base_url``. ``OPENAI_API_KEY`` is sent to OpenAI's own API only (https://api.openai.com);
+  another server gets the variable named by ``queries.api_key_env``, or no key at all.
 - ``template`` (offline default): queries assembled from genres, decade, year, user tags and
   genome tags with paraphrase patterns, deterministic from the seed. **A stand-in**: it knows
   nothing about a movie beyond its metadata, so these queries are easier and narrower than an
   LLM's, and numbers measured on them are not comparable to the paper's.
 
-Keys are read from the environment only; they are never logged, written, or put in params.
+Keys are read from the environment only; they are never logged, written, or put in params (a
+``base_url`` carrying credentials is refused).
 
 Every remote answer is validated (JSON array of exactly N distinct non-empty strings, none
 containing the title); an invalid answer is re-asked, then the item is dropped and counted.
@@ -46,6 +48,7 @@ import re
 import threading
 import time
 import unicodedata
+import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,6 +261,22 @@ class QueryBackend(Protocol):
     remote: bool  # remote backends go through the cache, retries and the thread pool
 
 
+OPENAI_API_URL = "https://api.openai.com/v1"
+
+
+def is_openai_api(base_url: str) -> bool:
+    """OpenAI's own API over https ("" means it): the only place OPENAI_API_KEY may be sent."""
+    if not base_url:
+        return True
+    parts = urllib.parse.urlsplit(base_url)
+    try:
+        port = parts.port
+    except ValueError:  # not a number
+        return False
+    return (parts.scheme == "https" and parts.hostname == "api.openai.com" and port in (None, 443)
+            and not parts.username)  # fmt: skip
+
+
 class RemoteBackend:
     """Shared by the LLM backends: key from the environment, one request per item."""
 
@@ -269,15 +288,15 @@ class RemoteBackend:
         self.model = config.model
         self.config = config
         environ = os.environ if environ is None else environ
-        key_envs = (config.api_key_env,) if config.api_key_env else self.default_key_envs
-        self._key = next((environ[e] for e in key_envs if environ.get(e)), None)
-        if not self._key:
-            hint = " (any value for a local server that needs none)" if self.name == "openai" else ""
+        key_envs = self.key_envs(config)
+        self.key_source = next((e for e in key_envs if environ.get(e)), "")  # "": no key is sent
+        self._key = environ[self.key_source] if self.key_source else None
+        if key_envs and not self._key:
+            hint = " (a local server needs none: leave queries.api_key_env empty)" if self.name == "openai" else ""
             raise QueryGenerationError(
                 f"queries.backend={self.name!r} needs an API key in the environment: set "
                 f"{' or '.join(key_envs)}{hint}, or use queries.backend=template offline"
             )
-        self.key_source = next(e for e in key_envs if environ.get(e))
         self._client = client
         self._client_lock = threading.Lock()
 
@@ -288,7 +307,11 @@ class RemoteBackend:
                 self._client = self.make_client(self._key)
             return self._client
 
-    def make_client(self, key: str) -> Any:  # pragma: no cover - needs the network to be useful
+    def key_envs(self, config: QueriesConfig) -> tuple[str, ...]:
+        """Environment variables the key may come from, first set wins; none: send no key."""
+        return (config.api_key_env,) if config.api_key_env else self.default_key_envs
+
+    def make_client(self, key: str | None) -> Any:  # pragma: no cover - needs the network to be useful
         raise NotImplementedError
 
     def request(self, prompt: str, n: int) -> Reply:
@@ -304,7 +327,7 @@ class GeminiBackend(RemoteBackend):
     name = "gemini"
     default_key_envs = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 
-    def make_client(self, key: str) -> Any:
+    def make_client(self, key: str | None) -> Any:
         from google import genai
         from google.genai import types
 
@@ -335,13 +358,29 @@ class OpenAIBackend(RemoteBackend):
     name = "openai"
     default_key_envs = ("OPENAI_API_KEY",)
 
-    def make_client(self, key: str) -> Any:
+    def key_envs(self, config: QueriesConfig) -> tuple[str, ...]:
+        """OPENAI_API_KEY goes to OpenAI only: params could point base_url anywhere, and it is a real
+        key. Another server's key is named in queries.api_key_env; a local server may need none."""
+        if is_openai_api(config.base_url):
+            return super().key_envs(config)
+        if config.api_key_env in self.default_key_envs:
+            raise QueryGenerationError(
+                f"queries.api_key_env={config.api_key_env} would send the OpenAI key to queries.base_url, which "
+                f"is not OpenAI's API (https://api.openai.com); export that server's key under another name "
+                f"and name it in queries.api_key_env"
+            )
+        return (config.api_key_env,) if config.api_key_env else ()
+
+    def make_client(self, key: str | None) -> Any:
         import openai
 
+        # Both given: left None, the SDK reads OPENAI_API_KEY and OPENAI_BASE_URL itself and could
+        # send the one to the other. A server that needs no key gets a placeholder, as Ollama's docs do.
         # Our own loop retries (with the cache in mind); the SDK's would double the attempts.
         return openai.OpenAI(
-            api_key=key, base_url=self.config.base_url or None, max_retries=0, timeout=self.config.timeout_seconds
-        )
+            api_key=key or "no-key", base_url=self.config.base_url or OPENAI_API_URL, max_retries=0,
+            timeout=self.config.timeout_seconds,
+        )  # fmt: skip
 
     def request(self, prompt: str, n: int) -> Reply:
         schema = {
@@ -689,9 +728,10 @@ def ask_item(
             kind = classify_error(error)
             message = backend.redact(f"{type(error).__name__}: {error}")[:300]
             if kind == "fatal":
+                key = f"the key in {backend.key_source}" if backend.key_source else "queries.api_key_env (no key sent)"
                 raise QueryGenerationError(
-                    f"{backend.name} refused the request ({message}); check the key in "
-                    f"{backend.key_source}, the model name queries.model={config.model!r} and queries.base_url"
+                    f"{backend.name} refused the request ({message}); check {key}, "
+                    f"the model name queries.model={config.model!r} and queries.base_url"
                 ) from None
             outcome.events["transient_error" if kind == "transient" else "request_error"] += 1
             outcome.error = message
