@@ -39,9 +39,11 @@ split takes train from the front, test from the end, valid just before test: wit
 from __future__ import annotations
 
 import concurrent.futures
+import email.utils
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -209,12 +211,23 @@ def title_words(title: str) -> set[str]:
     return {w for variant in title_variants(title) for w in normalize(variant).split()} - STOPWORDS
 
 
+def is_utf8_text(text: str) -> bool:
+    """False for a string UTF-8 cannot encode: a lone surrogate, which a JSON escape ("\\ud800") can spell."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def validate_queries(queries: Any, n: int, title: str) -> list[str]:
     """The answer as a clean list of n strings, or InvalidAnswer naming what is wrong."""
     if isinstance(queries, dict) and len(queries) == 1:  # {"queries": [...]} from json_schema mode
         queries = next(iter(queries.values()))
     if not isinstance(queries, list) or not all(isinstance(q, str) for q in queries):
         raise InvalidAnswer("not_a_list", type(queries).__name__)
+    if not all(is_utf8_text(q) for q in queries):
+        raise InvalidAnswer("bad_unicode", "a lone surrogate")
     cleaned = [" ".join(q.split()) for q in queries]
     if len(cleaned) != n:
         raise InvalidAnswer("wrong_count", f"{len(cleaned)} instead of {n}")
@@ -714,6 +727,47 @@ def backoff_seconds(attempt: int, config: QueriesConfig, rng: random.Random) -> 
     return rng.uniform(0.0, min(config.retry_max_seconds, config.retry_base_seconds * 2**attempt))
 
 
+def retry_delay(error: Exception, attempt: int, config: QueriesConfig, rng: random.Random) -> float:
+    """The wait the service asked for (capped at retry_max_seconds), else the backoff."""
+    asked = retry_after_seconds(error)
+    return backoff_seconds(attempt, config, rng) if asked is None else min(asked, config.retry_max_seconds)
+
+
+_RETRY_DELAY = re.compile(r"(\d+(?:\.\d+)?)s")
+
+
+def retry_after_seconds(error: Exception) -> float | None:
+    """Seconds a 429/503 asks us to wait, if it says.
+
+    Both SDKs keep the HTTP response on the error (openai's APIStatusError and google-genai's
+    APIError as ``response``): its ``retry-after-ms`` (OpenAI's) or ``Retry-After`` header, in
+    seconds or as an HTTP date. Gemini says it in the body instead, as a google.rpc.RetryInfo
+    ``retryDelay`` ("30s"), which google-genai keeps as ``details``.
+    """
+    headers = getattr(getattr(error, "response", None), "headers", None) or {}
+    candidates = [_seconds(headers.get("retry-after-ms"), scale=0.001), _seconds(headers.get("retry-after"))]
+    details = getattr(error, "details", None)
+    body = details.get("error", details) if isinstance(details, dict) else None
+    for entry in (body.get("details") if isinstance(body, dict) else None) or []:
+        delay = _RETRY_DELAY.fullmatch(str(entry.get("retryDelay", ""))) if isinstance(entry, dict) else None
+        candidates.append(float(delay.group(1)) if delay else None)
+    return next((c for c in candidates if c is not None and math.isfinite(c) and c >= 0), None)
+
+
+def _seconds(value: str | None, scale: float = 1.0) -> float | None:
+    """A delay header's value in seconds: a number (times scale) or an HTTP date from now."""
+    if not value:
+        return None
+    try:
+        return float(value) * scale
+    except ValueError:
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
 def ask_item(
     backend: RemoteBackend, item: ItemInfo, prompt: str, config: QueriesConfig,
     sleep: Callable[[float], None], rng: random.Random,
@@ -738,7 +792,7 @@ def ask_item(
             if kind == "item":
                 return outcome
             if attempt < config.max_retries:
-                sleep(backoff_seconds(attempt, config, rng))
+                sleep(retry_delay(error, attempt, config, rng))
             continue
         outcome.input_tokens += reply.input_tokens
         outcome.output_tokens += reply.output_tokens

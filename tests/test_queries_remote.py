@@ -1,0 +1,85 @@
+"""The remote query run around the SDK calls: answers UTF-8 cannot write, Retry-After.
+Fakes stand only at the SDK client: the real request, retry and cache code runs."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+
+import httpx2
+import openai
+import pytest
+from google.genai import errors as genai_errors
+from test_queries import encode, good_answer, items, make_backend, rate_limit_error  # noqa: F401 - items is a fixture
+
+from semid.queries import CACHE_FILE, InvalidAnswer, generate_queries, parse_answer
+
+
+def cached_item_ids(folder) -> set[int]:
+    lines = (folder / CACHE_FILE).read_bytes().decode("utf-8").splitlines()  # strict: every byte UTF-8
+    return {json.loads(line)["item_id"] for line in lines}
+
+
+# ------------------------------------------------------------------- answers UTF-8 cannot write
+
+
+def test_a_lone_surrogate_is_an_invalid_answer_asked_again(items, tmp_path, monkeypatch):
+    with pytest.raises(InvalidAnswer, match="bad_unicode"):
+        parse_answer('["\\ud800 alone", "fine"]', 2, "Heat")
+
+    def respond(prompt, number):  # the first answer spells a lone surrogate as a JSON escape
+        queries = good_answer(prompt)
+        if number == 1:
+            queries[0] = "\ud800" + queries[0]
+        return encode("openai", queries)
+
+    config, backend, fake = make_backend("openai", respond, monkeypatch, concurrency=1)
+    run = generate_queries(items.head(3), config, 42, backend, tmp_path)
+    assert len(fake.calls) == 4 and not run.failures and run.stats["invalid_bad_unicode"] == 1
+    assert cached_item_ids(tmp_path) == set(run.queries)
+
+
+# -------------------------------------------------------------------------------- Retry-After
+
+
+def throttled(backend: str, status: int, headers: dict[str, str], retry_delay: str = "") -> Exception:
+    """The SDK's own 429/503 error, carrying the server's response headers (and Gemini's RetryInfo)."""
+    response = httpx2.Response(status, headers=headers, request=httpx2.Request("POST", "https://llm.invalid/v1"))
+    if backend == "openai":
+        error_type = openai.RateLimitError if status == 429 else openai.InternalServerError
+        return error_type("slow down", response=response, body=None)
+    details = [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": retry_delay}] if retry_delay else []
+    body = {"error": {"code": status, "message": "slow down", "status": "UNAVAILABLE", "details": details}}
+    error_type = genai_errors.ClientError if status < 500 else genai_errors.ServerError
+    return error_type(status, body, response)
+
+
+def in_30_seconds() -> str:
+    return email.utils.formatdate(time.time() + 30, usegmt=True)
+
+
+@pytest.mark.parametrize(
+    ("backend", "status", "headers", "retry_delay", "expected"),
+    [
+        ("openai", 429, {"retry-after": "7"}, "", 7.0),
+        ("openai", 503, {"Retry-After": "4"}, "", 4.0),
+        ("openai", 429, {"retry-after-ms": "1500"}, "", 1.5),
+        ("openai", 429, {"retry-after": "1000"}, "", 60.0),  # capped at queries.retry_max_seconds
+        ("openai", 429, {"retry-after": "date"}, "", 30.0),
+        ("gemini", 429, {"Retry-After": "9"}, "", 9.0),
+        ("gemini", 429, {}, "12s", 12.0),  # Gemini says it in the body: google.rpc.RetryInfo
+        ("gemini", 503, {}, "2.5s", 2.5),
+    ],
+)
+def test_retry_after_is_honoured_and_capped(backend, status, headers, retry_delay, expected, items, tmp_path, monkeypatch):
+    headers = {k: in_30_seconds() if v == "date" else v for k, v in headers.items()}
+
+    def respond(prompt, number):
+        return throttled(backend, status, headers, retry_delay) if number == 1 else encode(backend, good_answer(prompt))
+
+    config, client, fake = make_backend(backend, respond, monkeypatch, concurrency=1, retry_max_seconds=60.0)
+    sleeps: list[float] = []
+    run = generate_queries(items.head(1), config, 42, client, tmp_path, sleep=sleeps.append)
+    assert len(run.queries) == 1 and len(sleeps) == 1
+    assert sleeps[0] == pytest.approx(expected, abs=1.5 if headers.get("retry-after", "").endswith("GMT") else 1e-6)
