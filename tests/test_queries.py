@@ -10,6 +10,7 @@ import json
 import logging
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
@@ -384,17 +385,46 @@ def test_key_never_reaches_outputs_logs_or_mlflow(items, tmp_path, monkeypatch, 
 
 
 class OpenAICompatibleServer:
-    """A local stand-in for vLLM/Ollama: /v1/chat/completions answering good queries as JSON."""
+    """A local stand-in for vLLM/Ollama: /v1/chat/completions answering good queries as JSON.
 
-    def __init__(self):
+    It logs each request's prompt in order (``received``), with whether it answered it (``log``);
+    ``answered`` is what a real service would bill. With ``set_answer_limit(n)`` it answers n requests in all, then holds
+    the rest unanswered until :meth:`release`, so a test can kill its client at a known point.
+    ``runners=2`` holds every request until two different keys have asked, so that two clients
+    started together really overlap.
+    """
+
+    def __init__(self, runners: int = 1, delay_seconds: float = 0.0):
         self.authorizations: list[str] = []
+        self.received: list[str] = []
+        self.answered: list[str] = []
+        self.log: list[tuple[str, bool]] = []  # (prompt, answered) per request, in arrival order
+        self.answer_limit: int | None = None
+        self._lock = threading.Lock()
+        self._released = threading.Event()
+        self._runners_arrived = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 - http.server's name
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.authorizations.append(self.headers.get("Authorization", ""))
-                content = json.dumps({"queries": good_answer(body["messages"][0]["content"])})
+                prompt = body["messages"][0]["content"]
+                with server._lock:
+                    server.authorizations.append(self.headers.get("Authorization", ""))
+                    server.received.append(prompt)
+                    if len(set(server.authorizations)) >= runners:
+                        server._runners_arrived.set()
+                    answering = server.answer_limit is None or len(server.answered) < server.answer_limit
+                    if answering:
+                        server.answered.append(prompt)
+                    server.log.append((prompt, answering))
+                    released = server._released
+                server._runners_arrived.wait(10)
+                if not answering:
+                    released.wait(60)
+                    return  # never answered: its client was killed meanwhile
+                time.sleep(delay_seconds)
+                content = json.dumps({"queries": good_answer(prompt)})
                 payload = chat_completion(content).model_dump_json().encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -406,10 +436,21 @@ class OpenAICompatibleServer:
                 pass
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
+    def set_answer_limit(self, limit: int | None) -> None:
+        with self._lock:
+            self.answer_limit = limit
+            self._released = threading.Event()
+
+    def release(self) -> None:
+        """Let the held requests go, unanswered."""
+        self._released.set()
+
     def close(self):
+        self.release()
         self.httpd.shutdown()
         self.httpd.server_close()
 

@@ -1,8 +1,9 @@
-"""The remote query run around the SDK calls: answers UTF-8 cannot write, Retry-After.
+"""The remote query run around the SDK calls: answers UTF-8 cannot write, Ctrl-C, Retry-After.
 Fakes stand only at the SDK client: the real request, retry and cache code runs."""
 
 from __future__ import annotations
 
+import _thread
 import email.utils
 import json
 import time
@@ -38,6 +39,35 @@ def test_a_lone_surrogate_is_an_invalid_answer_asked_again(items, tmp_path, monk
     run = generate_queries(items.head(3), config, 42, backend, tmp_path)
     assert len(fake.calls) == 4 and not run.failures and run.stats["invalid_bad_unicode"] == 1
     assert cached_item_ids(tmp_path) == set(run.queries)
+
+
+# ------------------------------------------------------------------------------------- Ctrl-C
+
+
+def movie_line(items, position: int) -> str:
+    return f"Movie: {items['title'].iloc[position]} ("
+
+
+def test_ctrl_c_keeps_the_answers_received_and_cancels_retries_at_once(items, tmp_path, monkeypatch):
+    stuck, interrupting = movie_line(items, 0), movie_line(items, 1)
+
+    def respond(prompt, number):
+        if stuck in prompt:
+            return rate_limit_error("openai")  # retried after long backoffs, until cancelled
+        if interrupting in prompt:
+            _thread.interrupt_main()  # Ctrl-C while this answer is on its way back
+        return encode("openai", good_answer(prompt))
+
+    config, backend, fake = make_backend("openai", respond, monkeypatch, concurrency=2, max_retries=3,
+                                         retry_base_seconds=5.0, retry_max_seconds=5.0)  # fmt: skip
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        generate_queries(items.head(12), config, 42, backend, tmp_path)
+    assert time.monotonic() - started < 3.0
+    answered = {p for p in (c["messages"][0]["content"] for c in fake.calls) if stuck not in p}
+    answered_ids = {int(items["item_id"].iloc[i]) for i in range(12) if movie_line(items, i) in "\n".join(answered)}
+    assert int(items["item_id"].iloc[1]) in answered_ids and len(fake.calls) < 12
+    assert cached_item_ids(tmp_path) == answered_ids  # every answer received was kept
 
 
 # -------------------------------------------------------------------------------- Retry-After

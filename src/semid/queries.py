@@ -17,12 +17,14 @@ paraphrases of the other half; 10 train, 10 test. Backends, chosen by ``queries.
 Keys are read from the environment only; they are never logged, written, or put in params (a
 ``base_url`` carrying credentials is refused).
 
-Every remote answer is validated (JSON array of exactly N distinct non-empty strings, none
-containing the title); an invalid answer is re-asked, then the item is dropped and counted.
-Valid answers are appended, one JSON line each, to a cache keyed by (item id, model, prompt
-hash) as they arrive, so an interrupted or failed run loses nothing and a rerun asks only for
-what is missing. Rate limits (429), server errors (5xx) and timeouts are retried with
-exponential backoff and full jitter, up to ``queries.max_retries`` per item.
+Every remote answer is validated (JSON array of exactly N distinct non-empty strings UTF-8 can
+encode, none containing the title); an invalid answer is re-asked, then the item is dropped and
+counted. Valid answers are appended and fsynced, one JSON line each, to a cache keyed by (item
+id, model, prompt hash) as they arrive, so a killed, interrupted (Ctrl-C) or failed run loses no
+answer it received, and a rerun asks only for what is missing. Runs sharing the cache (queued
+experiments) ask for each item once between them (:class:`AnswerCache`). Rate limits (429),
+server errors (5xx) and timeouts are retried after the wait the service asks for (Retry-After),
+else with exponential backoff and full jitter, up to ``queries.max_retries`` per item.
 
 **Title words.** A query *leaks the title* when the normalised title (lower case, accents and
 punctuation removed, a leading article dropped; each alternative title in parentheses counts)
@@ -39,7 +41,9 @@ split takes train from the front, test from the end, valid just before test: wit
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import email.utils
+import fcntl
 import hashlib
 import json
 import logging
@@ -54,7 +58,7 @@ import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol
 
 import pandas as pd
 
@@ -68,6 +72,7 @@ logger = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
 CACHE_FILE = "answers.jsonl"
 FAILURES_FILE = "failures.json"
+CLAIM_POLL_SECONDS = 0.05  # how often a run waiting for an item another run asks for looks again
 
 
 class QueryGenerationError(SemidError):
@@ -662,39 +667,157 @@ def create_backend(config: QueriesConfig, seed: int, client: Any | None = None, 
 # --------------------------------------------------------------------------------- cache
 
 
+CacheKey = tuple[int, str, str]  # (item id, model, prompt hash)
+
+
 class AnswerCache:
     """Append-only JSONL of valid answers keyed by (item id, model, prompt hash).
 
-    Each answer is one ``write`` on an O_APPEND descriptor, so concurrent runs (queued DVC
-    experiments) can share the file; a line cut short by a crash is skipped on reading.
+    Every answer in it was paid for, so it must survive kills and be shared safely: queued DVC
+    experiments all find it under DVC_ROOT and may run at once.
+
+    - Appends hold an exclusive ``flock``, write the whole line (os.write may write less) and
+      fsync it. A line left without its newline by a killed writer is cut off first, so it
+      cannot swallow the next record.
+    - Reading is by bytes, one line at a time: a line that is not a record (torn, not UTF-8, not
+      JSON, nested too deep, a string UTF-8 cannot encode) is skipped and counted, never fatal.
+    - :meth:`claim` holds an item against other runs while one asks for it: a byte-range lock in
+      ``answers.jsonl.lock``, which the kernel drops when its process dies. POSIX record locks
+      belong to the process, so they separate runs, not threads; the threads of one run never
+      share an item.
     """
 
     def __init__(self, folder: Path):
         self.path = Path(folder) / CACHE_FILE
-        self.answers: dict[tuple[int, str, str], list[str]] = {}
-        if self.path.exists():
-            with self.path.open() as lines:
-                for line in lines:
-                    try:
-                        record = json.loads(line)
-                        key = (int(record["item_id"]), str(record["model"]), str(record["prompt_hash"]))
-                        self.answers[key] = list(record["queries"])
-                    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                        continue
+        self.answers: dict[CacheKey, list[str]] = {}
+        self.unreadable_lines = 0
+        self._read_up_to = 0  # bytes of whole lines read so far
+        self._lock = threading.Lock()  # answers and _read_up_to, across this run's threads
+        self._claims_fd: int | None = None
+        self.refresh()
+        if self.unreadable_lines:
+            logger.warning("%s: skipped %d unreadable line(s)", self.path, self.unreadable_lines)
 
     def get(self, item_id: int, model: str, hash_: str) -> list[str] | None:
         return self.answers.get((item_id, model, hash_))
 
+    def refresh(self) -> None:
+        """Read the whole lines appended since the last read, by this run or another."""
+        with self._lock:
+            try:
+                with self.path.open("rb") as file:
+                    if os.fstat(file.fileno()).st_size < self._read_up_to:  # replaced: read it anew
+                        self._read_up_to = 0
+                    file.seek(self._read_up_to)
+                    new = file.read()
+            except FileNotFoundError:
+                return
+            whole = new[: new.rfind(b"\n") + 1]  # a last line without newline is still being written, or torn
+            for line in whole.split(b"\n")[:-1]:
+                record = parse_cache_line(line)
+                if record:
+                    self.answers[record[0]] = record[1]
+                elif line.strip():
+                    self.unreadable_lines += 1
+            self._read_up_to += len(whole)
+
     def append(self, item_id: int, backend: str, model: str, hash_: str, queries: list[str]) -> None:
         record = {"item_id": item_id, "backend": backend, "model": model, "prompt_hash": hash_,
                   "queries": queries, "time": round(time.time(), 3)}  # fmt: skip
+        line = (json.dumps(record, ensure_ascii=False) + "\n").encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, (json.dumps(record, ensure_ascii=False) + "\n").encode())
+            fcntl.flock(fd, fcntl.LOCK_EX)  # one writer at a time, threads and runs alike
+            created = os.fstat(fd).st_size == 0
+            self._cut_torn_tail(fd)
+            write_all(fd, line)
+            os.fsync(fd)
+            if created:  # the file's directory entry must survive a power loss too
+                fsync_dir(self.path.parent)
         finally:
-            os.close(fd)
-        self.answers[(item_id, model, hash_)] = queries
+            os.close(fd)  # releases the flock
+        with self._lock:
+            self.answers[(item_id, model, hash_)] = queries
+
+    def _cut_torn_tail(self, fd: int) -> None:
+        """Drop bytes after the last newline: a writer was killed mid-line (we hold the flock)."""
+        size = end = os.fstat(fd).st_size
+        if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+            return
+        keep = 0
+        while end > 0:
+            start = max(0, end - 65536)
+            newline = os.pread(fd, end - start, start).rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                break
+            end = start
+        logger.warning("%s: cut a torn last line (%d bytes) left by an interrupted run", self.path, size - keep)
+        os.ftruncate(fd, keep)
+
+    @contextlib.contextmanager
+    def claim(self, key: CacheKey, wait: bool, stop: threading.Event) -> Iterator[bool]:
+        """Hold key against other runs; yields False if another run holds it and ``wait`` is False
+        (or ``stop`` is set while waiting)."""
+        fd = self._claims_file()
+        offset = int.from_bytes(hashlib.sha256(repr(key).encode()).digest()[:7], "big")  # < 2**56: valid
+        while True:
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+                break
+            except OSError:  # EACCES or EAGAIN: another run is asking for this item
+                if not wait or stop.wait(CLAIM_POLL_SECONDS):
+                    yield False
+                    return
+        try:
+            yield True
+        finally:
+            fcntl.lockf(fd, fcntl.LOCK_UN, 1, offset)
+
+    def _claims_file(self) -> int:
+        # One descriptor for the cache's life: closing any descriptor of the file would drop
+        # every lock this process holds on it.
+        with self._lock:
+            if self._claims_fd is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                claims_path = self.path.with_name(CACHE_FILE + ".lock")
+                self._claims_fd = os.open(claims_path, os.O_RDWR | os.O_CREAT, 0o644)
+            return self._claims_fd
+
+    def close(self) -> None:
+        with self._lock:
+            if self._claims_fd is not None:
+                os.close(self._claims_fd)
+                self._claims_fd = None
+
+
+def parse_cache_line(line: bytes) -> tuple[CacheKey, list[str]] | None:
+    """A cache record's key and queries, or None for a line that is not one."""
+    try:
+        record = json.loads(line.decode("utf-8"))
+        key = (int(record["item_id"]), str(record["model"]), str(record["prompt_hash"]))
+        queries = record["queries"]
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, OverflowError, RecursionError):
+        return None
+    if not isinstance(queries, list) or not all(isinstance(q, str) and is_utf8_text(q) for q in queries):
+        return None
+    return key, queries
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """os.write until every byte is written: it may write fewer than asked (signals, full disks)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 # ------------------------------------------------------------------------------ the run
@@ -709,6 +832,8 @@ class ItemOutcome:
     requests: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    from_cache: bool = False  # another run answered it while this one waited
+    held_elsewhere: bool = False  # another run is asking for it: not done, try later
 
 
 @dataclass
@@ -770,11 +895,14 @@ def _seconds(value: str | None, scale: float = 1.0) -> float | None:
 
 def ask_item(
     backend: RemoteBackend, item: ItemInfo, prompt: str, config: QueriesConfig,
-    sleep: Callable[[float], None], rng: random.Random,
+    sleep: Callable[[float], Any], rng: random.Random, stop: threading.Event,
 ) -> ItemOutcome:  # fmt: skip
-    """Ask for one item until a valid answer or max_retries retries; fatal errors raise."""
+    """Ask for one item until a valid answer, max_retries retries or ``stop``; fatal errors raise."""
     outcome = ItemOutcome(item.item_id, None)
     for attempt in range(config.max_retries + 1):
+        if stop.is_set():
+            outcome.error = outcome.error or "interrupted"
+            break
         outcome.requests += 1
         try:
             reply = backend.request(prompt, config.n_generated)
@@ -782,6 +910,7 @@ def ask_item(
             kind = classify_error(error)
             message = backend.redact(f"{type(error).__name__}: {error}")[:300]
             if kind == "fatal":
+                stop.set()  # every item would fail alike: no other request starts
                 key = f"the key in {backend.key_source}" if backend.key_source else "queries.api_key_env (no key sent)"
                 raise QueryGenerationError(
                     f"{backend.name} refused the request ({message}); check {key}, "
@@ -805,11 +934,71 @@ def ask_item(
     return outcome
 
 
+def answer_item(
+    cache: AnswerCache, backend: RemoteBackend, item: ItemInfo, prompt: str, hash_: str, config: QueriesConfig,
+    sleep: Callable[[float], Any], rng: random.Random, stop: threading.Event, wait: bool,
+) -> ItemOutcome:  # fmt: skip
+    """One item under its claim: the answer another run wrote meanwhile, else ask and write it.
+
+    The answer is written before the claim is let go, so a run waiting for the item finds it.
+    """
+    key = (item.item_id, backend.model, hash_)
+    with cache.claim(key, wait, stop) as claimed:
+        if not claimed:
+            return ItemOutcome(item.item_id, None, held_elsewhere=True)
+        cache.refresh()
+        cached = cache.get(*key)
+        if cached is not None and len(cached) == config.n_generated:
+            return ItemOutcome(item.item_id, cached, from_cache=True)
+        outcome = ask_item(backend, item, prompt, config, sleep, rng, stop)
+        if outcome.queries is not None:
+            cache.append(item.item_id, backend.name, backend.model, hash_, outcome.queries)
+        return outcome
+
+
+def ask_missing(
+    todo: list[tuple[ItemInfo, str, str]], cache: AnswerCache, backend: RemoteBackend, config: QueriesConfig,
+    seed: int, sleep: Callable[[float], Any] | None,
+) -> Iterator[ItemOutcome]:  # fmt: skip
+    """Outcomes for each (item, prompt, prompt hash) of todo, as they complete.
+
+    An item another run is asking for goes to the back of the queue, then is waited for. On
+    Ctrl-C (or a fatal error) no request or retry starts any more; the requests in flight end
+    and their answers are written before it propagates (a second Ctrl-C abandons them).
+    """
+    stop = threading.Event()
+    sleep = sleep or stop.wait  # a backoff ends at once on stop
+    rng = random.Random(seed)
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=config.concurrency)
+
+    def submit(entry: tuple[ItemInfo, str, str], wait: bool) -> concurrent.futures.Future:
+        return executor.submit(answer_item, cache, backend, *entry, config, sleep, rng, stop, wait)
+
+    pending = {submit(entry, wait=False): entry for entry in todo}
+    try:
+        while pending:
+            # With a timeout: a Ctrl-C is seen even while no answer comes.
+            done, _ = concurrent.futures.wait(pending, 0.5, concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                entry = pending.pop(future)
+                outcome = future.result()  # a fatal error propagates from here
+                if outcome.held_elsewhere:
+                    pending[submit(entry, wait=True)] = entry
+                else:
+                    yield outcome
+    finally:
+        stop.set()
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
 def generate_queries(
     items: pd.DataFrame | list[ItemInfo], config: QueriesConfig, seed: int, backend: Any | None = None,
-    cache_dir: Path | None = None, sleep: Callable[[float], None] = time.sleep,
+    cache_dir: Path | None = None, sleep: Callable[[float], Any] | None = None,
 ) -> QueryRun:  # fmt: skip
-    """Queries for every item: the template backend directly, a remote one through the cache."""
+    """Queries for every item: the template backend directly, a remote one through the cache.
+
+    ``sleep`` replaces the wait between retries (by default one that Ctrl-C cuts short).
+    """
     started = time.perf_counter()
     infos = items_from_frame(items) if isinstance(items, pd.DataFrame) else list(items)
     backend = backend or create_backend(config, seed)
@@ -833,41 +1022,38 @@ def generate_queries(
         if cache_dir is None:
             raise QueryGenerationError("a remote backend needs a cache folder (queries.cache_dir)")
         cache = AnswerCache(cache_dir)
-        todo = []
-        for item in infos:
-            prompt = build_prompt(item, config.n_generated)
-            hash_ = prompt_hash(prompt)
-            cached = cache.get(item.item_id, backend.model, hash_)
-            if cached is not None and len(cached) == config.n_generated:
-                queries[item.item_id] = cached
-            else:
-                todo.append((item, prompt, hash_))
-        stats["cached_items"] = len(queries)
-        stats["asked_items"] = len(todo)
-        logger.info("%s/%s: %d items cached, %d to ask", backend.name, backend.model, len(queries), len(todo))
-        rng = random.Random(seed)
-        executor = concurrent.futures.ThreadPoolExecutor(max_workers=config.concurrency)
         try:
-            futures = {
-                executor.submit(ask_item, backend, item, prompt, config, sleep, rng): (item, hash_)
-                for item, prompt, hash_ in todo
-            }
-            with progress(total=len(todo), desc=f"{backend.name} queries", unit="item") as bar:
-                for future in concurrent.futures.as_completed(futures):
-                    item, hash_ = futures[future]
-                    outcome = future.result()  # a fatal error or an interrupt propagates from here
+            todo = []
+            for item in infos:
+                prompt = build_prompt(item, config.n_generated)
+                hash_ = prompt_hash(prompt)
+                cached = cache.get(item.item_id, backend.model, hash_)
+                if cached is not None and len(cached) == config.n_generated:
+                    queries[item.item_id] = cached
+                else:
+                    todo.append((item, prompt, hash_))
+            cached_at_start = len(queries)
+            logger.info("%s/%s: %d items cached, %d to ask", backend.name, backend.model, cached_at_start, len(todo))
+            answered_elsewhere = 0
+            with (
+                contextlib.closing(ask_missing(todo, cache, backend, config, seed, sleep)) as outcomes,
+                progress(total=len(todo), desc=f"{backend.name} queries", unit="item") as bar,
+            ):
+                for outcome in outcomes:
+                    answered_elsewhere += outcome.from_cache
                     events.update(outcome.events)
                     stats["requests"] += outcome.requests
                     stats["input_tokens"] += outcome.input_tokens
                     stats["output_tokens"] += outcome.output_tokens
                     if outcome.queries is not None:
-                        cache.append(item.item_id, backend.name, backend.model, hash_, outcome.queries)
-                        queries[item.item_id] = outcome.queries
+                        queries[outcome.item_id] = outcome.queries
                     else:
-                        failures.append((item.item_id, outcome.error or "no valid answer"))
+                        failures.append((outcome.item_id, outcome.error or "no valid answer"))
                     bar.update(1)
         finally:
-            executor.shutdown(wait=True, cancel_futures=True)
+            cache.close()
+        stats["cached_items"] = cached_at_start + answered_elsewhere
+        stats["asked_items"] = len(todo) - answered_elsewhere
 
     failures.sort()
     stats.update({k: int(v) for k, v in sorted(events.items())})
