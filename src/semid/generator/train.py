@@ -227,7 +227,7 @@ def train_generator(
         callbacks=[guard, *callbacks],
     )
     started = time.monotonic()
-    result = trainer.train(resume_from_checkpoint=resume_from)
+    trainer.train(resume_from_checkpoint=resume_from)
     train_seconds = time.monotonic() - started
     steps_done = trainer.state.global_step
     guard.check(steps_done, trainer.state.max_steps)
@@ -239,13 +239,17 @@ def train_generator(
         "valid_examples": len(valid_rows),
         "steps": steps_done,
         "epochs_done": steps_done * config.batch_size / max(1, len(train_rows)),
-        "train_loss": float(result.training_loss),
         "parameters": sum(p.numel() for p in model.parameters()),
         "vocab_size": len(tokenizer),
     }
     if valid_rows:
         stats["valid_loss"] = float(trainer.evaluate()["eval_loss"])
     curve = loss_curve(trainer.state.log_history)
+    # The final model's loss on a fixed sample of its training rows, not the trainer's running
+    # mean: that one averages only the steps since the last resume, so a killed-and-resumed run
+    # reported another train loss (and wrote it into the hashed model meta) than a straight one.
+    sample = train_rows[:: max(1, len(train_rows) // max(1, config.max_valid_examples or len(train_rows)))]
+    stats["train_loss"] = float(trainer.evaluate(eval_dataset=sample, metric_key_prefix="train")["train_loss"])
     save_generator(model, tokenizer, table, config, out_dir / MODEL_DIR, stats)
     # The model is saved: the checkpoints (with their run-dependent trainer state) would only
     # make the DVC output differ between identical runs.
