@@ -122,19 +122,24 @@ TIMING_KEYS = ("seconds", "per_second", "resumed")
 KILLABLE = {**TINY, "generator": {**TINY["generator"], "save_steps": 4}}
 
 
-def _pipeline_repo(tmp_path: Path, name: str) -> Path:
-    """A fresh git + DVC repo with the project's code (what conftest's dvc_repo makes), at ``name``."""
+@pytest.fixture(scope="module")
+def project_copy(tmp_path_factory) -> Path:
+    """The project's code and config, copied once: every pipeline below runs the same code."""
     from conftest import PROJECT_FILES
 
-    repo = tmp_path / name
-    repo.mkdir()
-    for file in PROJECT_FILES:
+    copy = tmp_path_factory.mktemp("project")
+    for file in (*PROJECT_FILES, ".gitignore"):
         source = REPO_ROOT / file
         if source.is_dir():
-            shutil.copytree(source, repo / file, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            shutil.copytree(source, copy / file, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         else:
-            shutil.copy2(source, repo / file)
-    shutil.copy2(REPO_ROOT / ".gitignore", repo / ".gitignore")
+            shutil.copy2(source, copy / file)
+    return copy
+
+
+def _pipeline_repo(project: Path, where: Path) -> Path:
+    """A fresh git + DVC repo (as conftest's dvc_repo) of ``project`` with the killable tiny config."""
+    repo = shutil.copytree(project, where)
     env = stage_env(repo)
     run(["git", "init", "-q"], repo, env)
     dvc(repo, "init", "-q")
@@ -174,15 +179,15 @@ def _repro(repo: Path, env_threads: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference_pipeline(tmp_path_factory) -> Path:
-    repo = _pipeline_repo(tmp_path_factory.mktemp("reference"), "repo")
+def reference_pipeline(project_copy, tmp_path_factory) -> Path:
+    repo = _pipeline_repo(project_copy, tmp_path_factory.mktemp("reference") / "repo")
     _repro(repo, "1")
     return repo
 
 
 @pytest.mark.slow
-def test_two_runs_from_scratch_on_other_thread_counts_give_the_same_bits(reference_pipeline, tmp_path):
-    repo = _pipeline_repo(tmp_path, "again")
+def test_two_runs_from_scratch_on_other_thread_counts_give_the_same_bits(project_copy, reference_pipeline, tmp_path):
+    repo = _pipeline_repo(project_copy, tmp_path / "again")
     _repro(repo, "2")
     _assert_same_results(repo, reference_pipeline)
 
@@ -227,10 +232,10 @@ def _checkpoint_saved(repo: Path, _pid: int) -> bool:
 
 
 @pytest.mark.slow
-def test_killed_anywhere_a_rerun_gives_the_uninterrupted_results(reference_pipeline, tmp_path):
+def test_killed_anywhere_a_rerun_gives_the_uninterrupted_results(project_copy, reference_pipeline, tmp_path):
     """kill -9 inside stages (reading, fitting, training after a checkpoint, decoding), then
     `dvc repro`: the outputs are those of the run nobody interrupted."""
-    repo = _pipeline_repo(tmp_path, "killed")
+    repo = _pipeline_repo(project_copy, tmp_path / "killed")
     kill_points = {
         "prepare_movielens while reading": ("prepare_movielens", _running("prepare_movielens"), 2.0),
         "gen_queries while writing": ("gen_queries", _running("gen_queries"), 2.5),
