@@ -166,10 +166,13 @@ def finetune_bi_encoder(model: Any, pair_sets: dict[str, pd.DataFrame], inputs: 
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=latest_checkpoint(output_dir))
     guard.check(trainer.state.global_step, trainer.state.max_steps)
+    # The mean of the logged losses (the log history survives a resume), not the trainer's
+    # training_loss, which averages only the steps since the last resume.
+    logged = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     return {
         f"{name}_train_seconds": time.perf_counter() - start,
         f"{name}_train_steps": float(trainer.state.global_step),
-        f"{name}_train_loss": float(result.training_loss),
+        f"{name}_train_loss": float(np.mean(logged)) if logged else float(result.training_loss),
     }
 
 
