@@ -8,13 +8,12 @@ params leave everything downstream up to date; a bad one stops the run here, tou
 
 from __future__ import annotations
 
-from pathlib import Path
 
+from semid.artifacts import PARAMS_CHECKED
 from semid.config import ConfigError, load_params
 from semid.io import atomic_path
 from semid.stages.common import stage_main
 
-CHECKED_FILE = Path("data/params_checked.txt")
 CONTENT = "params.yaml passed semid's checks (python -m semid.stages.check_params)\n"
 
 
@@ -27,7 +26,7 @@ def main() -> None:
             f"{error} (no stage ran, no output was removed; fix the value, or `git checkout params.yaml` "
             "to return to the committed params)"
         ) from None
-    with atomic_path(CHECKED_FILE) as tmp:
+    with atomic_path(PARAMS_CHECKED.at()) as tmp:
         tmp.write_text(CONTENT)
 
 

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from semid.artifacts import (
+    BASELINE_METRICS,
+    EMBEDDINGS,
+    GENERATOR,
+    IDS,
+    PREDICTIONS,
+    PREPARED,
+    QUERIES,
+    REC_METRICS,
+    SEARCH_METRICS,
+)
 from semid.config import load_params
 from semid.data import load_interactions, load_items
 from semid.embed import load_embedding_meta
@@ -15,13 +24,7 @@ from semid.queries import load_queries
 from semid.stages.common import stage_main
 from semid.tracking import stage_run
 
-PREPARED_DIR = Path("data/prepared")
-QUERIES_DIR = Path("data/queries")
-IDS_DIR = Path("data/ids")
-EMBEDDINGS_DIR = Path("data/embeddings")
-GENERATOR_DIR = Path("models/generator")
-PREDICTIONS_DIR = Path("predictions")
-METRICS_DIR = Path("metrics")
+METRICS = {"search": SEARCH_METRICS, "rec": REC_METRICS, "baselines": BASELINE_METRICS}
 
 
 @stage_main
@@ -30,27 +33,27 @@ def main() -> None:
     config = params.evaluate
     configure_torch(params.base.threads)
     with stage_run("evaluate", params, keys=["base", "evaluate"]) as run:
-        items, interactions = load_items(PREPARED_DIR), load_interactions(PREPARED_DIR)
-        table = load_id_table(IDS_DIR, items["item_id"])
-        generator = load_generator(GENERATOR_DIR / MODEL_DIR, table)
+        items, interactions = load_items(PREPARED.at()), load_interactions(PREPARED.at())
+        table = load_id_table(IDS.at(), items["item_id"])
+        generator = load_generator(GENERATOR.at() / MODEL_DIR, table)
         result = evaluate_all(
             generator,
             items,
             interactions,
-            load_queries(QUERIES_DIR, "test"),
-            EMBEDDINGS_DIR,
+            load_queries(QUERIES.at(), "test"),
+            EMBEDDINGS.at(),
             config,
             params.base.seed,
         )
-        with atomic_dir(PREDICTIONS_DIR) as tmp:
+        with atomic_dir(PREDICTIONS.at()) as tmp:
             result.search_predictions.to_parquet(tmp / "search.parquet", index=False)
             result.rec_predictions.to_parquet(tmp / "rec.parquet", index=False)
         # Which IDs and embeddings these numbers belong to: an experiment that reran only part of
         # the pipeline keeps older metrics files, and `make results` must not credit them to it.
-        provenance = {"embedding": load_embedding_meta(EMBEDDINGS_DIR)["method"],
-                      "quantizer": load_ids_meta(IDS_DIR)["quantizer"]}  # fmt: skip
+        provenance = {"embedding": load_embedding_meta(EMBEDDINGS.at())["method"],
+                      "quantizer": load_ids_meta(IDS.at())["quantizer"]}  # fmt: skip
         sets = {"search": result.search, "rec": result.rec, "baselines": result.baselines}
-        write_json_set({METRICS_DIR / f"{name}.json": {**metrics, **provenance} for name, metrics in sets.items()})
+        write_json_set({METRICS[name].at(): {**metrics, **provenance} for name, metrics in sets.items()})
         for name, metrics in sets.items():
             run.log_metrics({f"{name}.{key}": value for key, value in metrics.items()})
     search, rec, base = result.search, result.rec, result.baselines

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
+from semid.artifacts import DATA_METRICS, PREPARED, RAW_CACHE
 from semid.config import load_params
 from semid.data import locate_raw, prepare_movielens, read_release, write_prepared
 from semid.io import write_json
 from semid.seeding import pin_threads
 from semid.stages.common import stage_main
 from semid.tracking import stage_run
-
-RAW_CACHE = Path("data/raw")
-PREPARED_DIR = Path("data/prepared")
-METRICS_FILE = Path("metrics/data.json")
 
 
 @stage_main
@@ -25,8 +21,8 @@ def main() -> None:
         folder, source = locate_raw(config.release, RAW_CACHE, config.mirror, config.verify_checksums)
         print(f"{config.release}: {source}")
         prepared = prepare_movielens(read_release(config.release, folder), config, params.base.seed)
-        write_prepared(prepared, PREPARED_DIR)
-        write_json(METRICS_FILE, prepared.stats)
+        write_prepared(prepared, PREPARED.at())
+        write_json(DATA_METRICS.at(), prepared.stats)
         run.log_metrics(prepared.stats)
         run.set_tags({"data.source": source})
     stats = prepared.stats

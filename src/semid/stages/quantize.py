@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from semid.artifacts import EMBEDDINGS, IDS, IDS_METRICS, QUANTIZE_CURVE
 from semid.config import load_params
 from semid.embed import load_item_embeddings
 from semid.ids import build_id_table, codebook_sizes, diagnostics, write_semantic_ids
@@ -17,11 +17,6 @@ from semid.seeding import pin_threads
 from semid.stages.common import stage_main
 from semid.tracking import stage_run
 
-EMBEDDINGS_DIR = Path("data/embeddings")
-IDS_DIR = Path("data/ids")
-METRICS_FILE = Path("metrics/ids.json")
-CURVE_FILE = Path("metrics/quantize_curve.csv")
-
 
 @stage_main
 def main() -> None:
@@ -29,11 +24,11 @@ def main() -> None:
     pin_threads(params.base.threads)
     config = params.quantize
     name = params.quantizer
-    item_ids, spaces = load_item_embeddings(EMBEDDINGS_DIR)
+    item_ids, spaces = load_item_embeddings(EMBEDDINGS.at())
     # Check every space before fitting any (and before a tracking run opens): a bad input writes nothing.
     spaces = {space: check_embeddings(x, config.codebook_size, f"{space} embeddings") for space, x in spaces.items()}
     if any(len(x) != len(item_ids) for x in spaces.values()):
-        raise QuantizeError(f"{EMBEDDINGS_DIR}: embedding rows do not match {len(item_ids)} item ids")
+        raise QuantizeError(f"{EMBEDDINGS.at()}: embedding rows do not match {len(item_ids)} item ids")
     with stage_run("quantize", params, keys=["base", "quantizer", "quantize"]) as run:
         prefix_metrics = len(spaces) > 1
         tables, metrics, curves = [], {}, []
@@ -61,8 +56,8 @@ def main() -> None:
             "codebook_sizes": codebook_sizes(pd.concat(tables), config.codebook_size, config.levels),
             "dedup": config.dedup,
         }
-        write_semantic_ids(IDS_DIR, tables, meta)
-        write_json(METRICS_FILE, metrics)
+        write_semantic_ids(IDS.at(), tables, meta)
+        write_json(IDS_METRICS.at(), metrics)
         write_curve(curves)
         run.log_metrics({k: float(v) for k, v in metrics.items()})
 
@@ -71,7 +66,7 @@ def write_curve(rows: list[dict]) -> None:
     """Training curves of the learned quantizers; one placeholder row for the others, since a DVC
     plot needs at least one."""
     frame = pd.DataFrame(rows) if rows else pd.DataFrame([{"space": "none", "step": 0, "loss": np.nan}])
-    with atomic_path(CURVE_FILE) as tmp:
+    with atomic_path(QUANTIZE_CURVE.at()) as tmp:
         frame.to_csv(tmp, index=False)
 
 

@@ -6,10 +6,10 @@ import hashlib
 import json
 import shutil
 import time
-from pathlib import Path
 
 import pandas as pd
 
+from semid.artifacts import EMBEDDER_CHECKPOINTS, EMBEDDINGS, EMBED_METRICS, PREPARED, QUERIES
 from semid.config import check_item_count, load_params
 from semid.data import load_interactions, load_items
 from semid.embed import EmbeddingInputs, dense_ceilings, embed_items, write_embeddings
@@ -19,12 +19,6 @@ from semid.seeding import pin_threads
 from semid.stages.code_deps import code_digest
 from semid.stages.common import stage_main
 from semid.tracking import stage_run
-
-PREPARED_DIR = Path("data/prepared")
-QUERIES_DIR = Path("data/queries")
-EMBEDDINGS_DIR = Path("data/embeddings")
-CHECKPOINTS_DIR = Path("models/embedder_checkpoints")
-METRICS_FILE = Path("metrics/embed.json")
 
 
 def run_fingerprint(params, *frames: pd.DataFrame) -> str:
@@ -41,10 +35,10 @@ def main() -> None:
     params = load_params()
     pin_threads(params.base.threads)
     config = params.embed
-    items = load_items(PREPARED_DIR)
+    items = load_items(PREPARED.at())
     check_item_count(params, len(items))  # embed.eval_k, quantize.codebook_size: before any fine-tune
-    interactions = load_interactions(PREPARED_DIR)
-    train_queries = load_queries(QUERIES_DIR, "train")
+    interactions = load_interactions(PREPARED.at())
+    train_queries = load_queries(QUERIES.at(), "train")
     fingerprint = run_fingerprint(params, items[["item_id", "item_text"]], interactions, train_queries)
     inputs = EmbeddingInputs(
         items=items,
@@ -54,7 +48,7 @@ def main() -> None:
         seed=params.base.seed,
         # Checkpoints of another setup must never be resumed: the folder is keyed by a hash of
         # everything the fine-tune reads; it is removed once the stage succeeds.
-        work_dir=CHECKPOINTS_DIR / f"{params.embedding}-{fingerprint}",
+        work_dir=EMBEDDER_CHECKPOINTS / f"{params.embedding}-{fingerprint}",
     )
     with stage_run("train_embedder", params, keys=["base", "embedding", "embed"]) as run:
         start = time.perf_counter()
@@ -65,10 +59,10 @@ def main() -> None:
             "seconds": seconds,
             **{f"dim_{space}": int(v.shape[1]) for space, v in result.spaces.items()},
             **result.info,
-            **dense_ceilings(result, items, interactions, load_queries(QUERIES_DIR, "valid"), config, params.base.seed),
+            **dense_ceilings(result, items, interactions, load_queries(QUERIES.at(), "valid"), config, params.base.seed),
         }
-        write_embeddings(result, items, params.embedding, config.model, EMBEDDINGS_DIR)
-        write_json(METRICS_FILE, metrics)
+        write_embeddings(result, items, params.embedding, config.model, EMBEDDINGS.at())
+        write_json(EMBED_METRICS.at(), metrics)
         run.log_metrics(metrics)
     # Only now: a tracking error above keeps the checkpoints, so the rerun resumes, not re-fine-tunes.
     shutil.rmtree(inputs.work_dir, ignore_errors=True)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pandas as pd
 
+from semid.artifacts import GENERATOR, IDS, PREPARED, QUERIES, TRAIN_CURVE, TRAIN_METRICS
 from semid.config import load_params
 from semid.data import load_interactions, load_items
 from semid.generator import build_examples, load_id_table, configure_torch, tokenizer_corpus, train_generator
@@ -15,13 +15,6 @@ from semid.stages.code_deps import code_digest
 from semid.stages.common import stage_main
 from semid.tracking import stage_run
 
-PREPARED_DIR = Path("data/prepared")
-QUERIES_DIR = Path("data/queries")
-IDS_DIR = Path("data/ids")
-GENERATOR_DIR = Path("models/generator")
-METRICS_FILE = Path("metrics/train_t5.json")
-CURVE_FILE = Path("metrics/train_t5_curve.csv")  # DVC plot: `dvc plots diff` compares learning curves
-
 
 @stage_main
 def main() -> None:
@@ -29,18 +22,18 @@ def main() -> None:
     config, seed = params.generator, params.base.seed
     configure_torch(params.base.threads)
     with stage_run("train_t5", params, keys=["base", "generator"]) as run:
-        items, interactions = load_items(PREPARED_DIR), load_interactions(PREPARED_DIR)
-        table = load_id_table(IDS_DIR, items["item_id"])
-        train_queries, valid_queries = load_queries(QUERIES_DIR, "train"), load_queries(QUERIES_DIR, "valid")
+        items, interactions = load_items(PREPARED.at()), load_interactions(PREPARED.at())
+        table = load_id_table(IDS.at(), items["item_id"])
+        train_queries, valid_queries = load_queries(QUERIES.at(), "train"), load_queries(QUERIES.at(), "valid")
         train, valid = build_examples(config, table, items, interactions, train_queries, valid_queries, seed)
         stats = train_generator(
-            config, table, train, valid, tokenizer_corpus(items, train_queries), GENERATOR_DIR, seed,
+            config, table, train, valid, tokenizer_corpus(items, train_queries), GENERATOR.at(), seed,
             code_version=code_digest("train_t5"),
         )
         curve = stats.pop("curve")
-        with atomic_path(CURVE_FILE) as tmp:
+        with atomic_path(TRAIN_CURVE.at()) as tmp:
             pd.DataFrame(curve, columns=["step", "epoch", "train_loss", "valid_loss"]).to_csv(tmp, index=False)
-        write_json(METRICS_FILE, stats)
+        write_json(TRAIN_METRICS.at(), stats)
         run.log_metrics(stats)
     print(
         f"{stats['train_examples']:,} examples ({stats['train_search_examples']:,} search, "

@@ -1,0 +1,52 @@
+"""Where every stage output lives: the one owner of the project's artifact layout.
+
+Stages, serving, benches, reports and tests find outputs here, and a test checks that
+``dvc.yaml`` declares exactly these outputs. What is inside each folder (file names, formats) is
+owned by the module that writes it: data (prepared), queries, embed (embeddings), ids (semantic
+IDs), generator (model), evaluate (predictions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Artifact:
+    path: str  # relative to the project root, as dvc.yaml names it
+    stage: str  # the stage that writes it
+    kind: str = "out"  # out | metrics | plot: the dvc.yaml section that declares it
+
+    def at(self, root: str | Path = ".") -> Path:
+        return Path(root) / self.path
+
+
+PARAMS_CHECKED = Artifact("data/params_checked.txt", "check_params")
+PREPARED = Artifact("data/prepared", "prepare_movielens")
+QUERIES = Artifact("data/queries", "gen_queries")
+EMBEDDINGS = Artifact("data/embeddings", "train_embedder")
+IDS = Artifact("data/ids", "quantize")
+GENERATOR = Artifact("models/generator", "train_t5")
+PREDICTIONS = Artifact("predictions", "evaluate")
+
+DATA_METRICS = Artifact("metrics/data.json", "prepare_movielens", "metrics")
+QUERIES_METRICS = Artifact("metrics/queries.json", "gen_queries", "metrics")
+EMBED_METRICS = Artifact("metrics/embed.json", "train_embedder", "metrics")
+IDS_METRICS = Artifact("metrics/ids.json", "quantize", "metrics")
+QUANTIZE_CURVE = Artifact("metrics/quantize_curve.csv", "quantize", "plot")
+TRAIN_METRICS = Artifact("metrics/train_t5.json", "train_t5", "metrics")
+TRAIN_CURVE = Artifact("metrics/train_t5_curve.csv", "train_t5", "plot")
+SEARCH_METRICS = Artifact("metrics/search.json", "evaluate", "metrics")
+REC_METRICS = Artifact("metrics/rec.json", "evaluate", "metrics")
+BASELINE_METRICS = Artifact("metrics/baselines.json", "evaluate", "metrics")
+
+ARTIFACTS: tuple[Artifact, ...] = tuple(value for value in dict(globals()).values() if isinstance(value, Artifact))
+
+# Working folders outside the DVC outputs: they survive reruns on purpose.
+RAW_CACHE = Path("data/raw")  # downloaded MovieLens zips
+EMBEDDER_CHECKPOINTS = Path("models/embedder_checkpoints")  # fine-tune checkpoints, removed on success
+
+
+def written_by(stage: str) -> tuple[Artifact, ...]:
+    return tuple(artifact for artifact in ARTIFACTS if artifact.stage == stage)
