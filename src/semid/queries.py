@@ -910,7 +910,6 @@ def ask_item(
             kind = classify_error(error)
             message = backend.redact(f"{type(error).__name__}: {error}")[:300]
             if kind == "fatal":
-                stop.set()  # every item would fail alike: no other request starts
                 key = f"the key in {backend.key_source}" if backend.key_source else "queries.api_key_env (no key sent)"
                 raise QueryGenerationError(
                     f"{backend.name} refused the request ({message}); check {key}, "
@@ -943,17 +942,21 @@ def answer_item(
     The answer is written before the claim is let go, so a run waiting for the item finds it.
     """
     key = (item.item_id, backend.model, hash_)
-    with cache.claim(key, wait, stop) as claimed:
-        if not claimed:
-            return ItemOutcome(item.item_id, None, held_elsewhere=True)
-        cache.refresh()
-        cached = cache.get(*key)
-        if cached is not None and len(cached) == config.n_generated:
-            return ItemOutcome(item.item_id, cached, from_cache=True)
-        outcome = ask_item(backend, item, prompt, config, sleep, rng, stop)
-        if outcome.queries is not None:
-            cache.append(item.item_id, backend.name, backend.model, hash_, outcome.queries)
-        return outcome
+    try:
+        with cache.claim(key, wait, stop) as claimed:
+            if not claimed:
+                return ItemOutcome(item.item_id, None, held_elsewhere=True)
+            cache.refresh()
+            cached = cache.get(*key)
+            if cached is not None and len(cached) == config.n_generated:
+                return ItemOutcome(item.item_id, cached, from_cache=True)
+            outcome = ask_item(backend, item, prompt, config, sleep, rng, stop)
+            if outcome.queries is not None:
+                cache.append(item.item_id, backend.name, backend.model, hash_, outcome.queries)
+            return outcome
+    except BaseException:
+        stop.set()  # a fatal error (a bad key fails every item) ends the run: no other request starts
+        raise
 
 
 def ask_missing(
