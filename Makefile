@@ -10,7 +10,7 @@ MIRROR ?= $(abspath ../shared/data/movielens)
 export SEMID_MOVIELENS_MIRROR ?= $(if $(wildcard $(MIRROR)),$(MIRROR),)
 PYTEST_ARGS ?=
 
-.PHONY: help venv reproduce test test-slow summary dag ui clean
+.PHONY: help venv reproduce test test-slow summary dag ui clean params
 
 help:
 	@echo "make reproduce   set up .venv, run the DVC pipeline, print the metrics"
@@ -18,6 +18,7 @@ help:
 	@echo "make ui          MLflow UI on http://127.0.0.1:5000"
 	@echo "make dag         the pipeline graph"
 	@echo "make clean       remove pipeline outputs (keeps .venv and the DVC cache)"
+	@echo "make params      rewrite params.yaml from the defaults in src/semid/config.py"
 	@echo "make grid        queue the embedding x quantizer grid (EMBEDDINGS=, QUANTIZERS=, N= workers), run it"
 	@echo "make results     results/table.md + plots from every experiment"
 	@echo "make report      the RQ-VAE diagnosis: reports/rqvae.md"
@@ -50,6 +51,10 @@ test: venv
 
 test-slow: venv
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+# params.yaml is rendered from the config dataclasses, the one source of defaults and comments.
+params: venv
+	$(BIN)/python -m semid.params_file > params.yaml.tmp && mv params.yaml.tmp params.yaml
 
 dag: venv
 	$(BIN)/dvc dag

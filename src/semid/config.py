@@ -60,7 +60,7 @@ def check_range(key: str, value: float, low: float | None = None, high: float | 
 @dataclass(frozen=True)
 class BaseConfig:
     seed: int = 42
-    profile: str = EMBEDDED_PROFILE
+    profile: str = EMBEDDED_PROFILE  # embedded | paper (profiles/<name>.yaml)
     # CPU threads of torch, FAISS (OpenMP) and BLAS in every stage. Pinned, never "all cores":
     # FAISS's residual k-means reduces in parallel, so its codes differ between 1 and 2 threads.
     threads: int = 2
@@ -72,7 +72,7 @@ class BaseConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    release: str = "ml-latest-small"
+    release: str = "ml-latest-small"  # ml-latest-small | ml-latest | ml-25m | ml-32m | ml-100k | ml-1m
     # Folder holding <release>/ with the extracted files (or <release>.zip). Empty: use the
     # SEMID_MOVIELENS_MIRROR environment variable, then the GroupLens download.
     mirror: str = ""
@@ -81,7 +81,7 @@ class DataConfig:
     min_user_interactions: int = 5  # users with fewer are dropped (>= 3: train, valid, test)
     sample_users: int = 0  # 0 = all users; else a seeded random sample of this many
     sample_items: int = 0  # 0 = all items; else this many, picked by sample_items_strategy
-    sample_items_strategy: str = "random"
+    sample_items_strategy: str = "random"  # random | popular
     max_tags: int = 10  # user tags kept per item, most frequent first
     genome_top_k: int = 10  # genome tags kept per item (releases that ship the genome)
     genome_min_relevance: float = 0.5
@@ -104,7 +104,8 @@ class QueriesConfig:
     model: str = "gemini-2.0-flash"  # remote backends only
     base_url: str = ""  # openai backend: "" = api.openai.com; e.g. http://localhost:8000/v1 (vLLM)
     # Environment variable holding the key; "" = GEMINI_API_KEY then GOOGLE_API_KEY (gemini),
-    # OPENAI_API_KEY (openai). Keys are read from the environment only, never from params.
+    # OPENAI_API_KEY (openai, sent only to api.openai.com; another base_url gets no key unless
+    # named here). Keys are read from the environment only, never from params.
     api_key_env: str = ""
     n_generated: int = 6  # queries asked per item (paper: 20); half are paraphrases of the other half
     n_train: int = 3  # taken from the front of the generated list (the originals)
@@ -161,9 +162,9 @@ class EmbedConfig:
     encode_batch_size: int = 64
     # Fine-tuning (search, multitask): max_steps > 0 wins over epochs, as in Hugging Face.
     epochs: float = 1.0
-    max_steps: int = 100
+    max_steps: int = 100  # measured: ~3 min of MiniLM fine-tuning on 2 cores (README "train_embedder")
     max_minutes: float = 0.0  # a guard, not a budget: past it the fine-tune fails (0 = none)
-    batch_size: int = 32
+    batch_size: int = 32  # in-batch negatives per step
     lr: float = 5e-5
     checkpoint_steps: int = 50
     max_item_pairs: int = 50000  # co-interaction pairs for multitask
@@ -209,7 +210,7 @@ class GeneratorConfig:
     # ID-token embeddings start random, or at the projected mean text of their items' train queries
     id_embedding_init: str = "random"
     text_vocab_size: int = 2000  # scratch tokenizer's text pieces (ID tokens come on top)
-    d_model: int = 128
+    d_model: int = 128  # scratch T5: ~1.2M parameters
     d_ff: int = 512
     num_layers: int = 2
     num_decoder_layers: int = 2
@@ -218,24 +219,24 @@ class GeneratorConfig:
     # Training examples
     history_length: int = 20  # rec input: IDs of the last H items
     rec_window_stride: int = 1  # every stride-th next-item window of a train history
-    rec_max_windows_per_user: int = 0  # newest windows kept per user (0 = all)
+    rec_max_windows_per_user: int = 100  # newest windows per user (0 = all); heavy raters would dominate otherwise
     rec_input_dedup: bool = False  # rec histories show the de-duplication level too (text encoder only)
     indexing_examples: bool = True  # DSI-style "item: <item text>" -> ID examples
     max_input_tokens: int = 128
     max_valid_examples: int = 1000  # validation loss on at most this many examples
     # Optimisation: max_steps > 0 wins over epochs, as in Hugging Face
     epochs: float = 3.0
-    max_steps: int = 0
+    max_steps: int = 3000  # the budget: training ends here on every machine (~7 min on 2 idle cores)
     max_minutes: float = 0.0  # a guard, not a budget: past it the stage fails (0 = none)
     batch_size: int = 128
     learning_rate: float = 2e-3
     weight_decay: float = 0.01
-    warmup_steps: int = 0
+    warmup_steps: int = 50
     lr_schedule: str = "linear"  # any Hugging Face scheduler name: linear | cosine | constant_with_warmup ...
     group_by_length: bool = True  # batches of like input lengths (search ~8 positions, rec ~40)
     logging_steps: int = 50  # train loss points of the curve (metrics/train_t5_curve.csv, MLflow)
     eval_steps: int = 500  # valid loss every this many steps (0 = at the end only)
-    save_steps: int = 200
+    save_steps: int = 250  # checkpoints in models/generator/checkpoints; a rerun resumes from the last
     bf16: bool = False  # on a GPU only
 
     def validate(self) -> None:
@@ -297,18 +298,19 @@ class EvaluateConfig:
 
 @dataclass(frozen=True)
 class QuantizeConfig:
-    """quantize stage: the quantizer itself is the top-level axis ``quantizer``."""
+    """The quantizer itself is the top-level axis `quantizer`; this section configures it."""
 
     levels: int = 2  # the paper's 2 x 256; README "quantize" has the measured alternatives
-    codebook_size: int = 256
+    codebook_size: int = 256  # power of two for rqkmeans and rlfq
     dedup: bool = True  # append a level numbering items that share a full code tuple
     neighbours: int = 10  # k of the neighbour-preservation diagnostic
-    # Overrides of each quantizer's preset (semid.quantize.options), e.g. quantize.rqvae.steps.
-    rqkmeans: dict = field(default_factory=dict)
-    rqvae: dict = field(default_factory=dict)
-    rqvae_naive: dict = field(default_factory=dict)
-    dictlearn: dict = field(default_factory=dict)
-    rlfq: dict = field(default_factory=dict)
+    # Overrides of each quantizer's preset (src/semid/quantize/options.py); empty = the preset, e.g.
+    # dvc exp run -S quantizer=rqvae_naive -S quantize.rqvae_naive.kmeans_init=true
+    rqkmeans: dict = field(default_factory=dict)  # beam_size, kmeans_iters, normalize_input, refine_codebooks
+    rqvae: dict = field(default_factory=dict)  # the fixed recipe; the same keys as rqvae_naive
+    rqvae_naive: dict = field(default_factory=dict)  # kmeans_init, recon_loss, input_scaling, ... (README)
+    dictlearn: dict = field(default_factory=dict)  # alpha, max_iter, batch_size
+    rlfq: dict = field(default_factory=dict)  # input_scaling, entropy_loss_weight, steps, lr, ...
 
     def validate(self) -> None:
         from semid.quantize.options import build_options
