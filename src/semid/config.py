@@ -14,8 +14,6 @@ message naming the key, the value and the valid choices.
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -24,7 +22,9 @@ from typing import Any
 
 import yaml
 
-from semid.io import SemidError
+from semid.quantize import QuantizeError, check_power_of_two
+from semid.quantize.options import build_options
+from semid.schema import ConfigError, build_section, check_choice, check_range
 
 EMBEDDED_PROFILE = "embedded"
 
@@ -38,23 +38,9 @@ POWER_OF_TWO_QUANTIZERS = ("rqkmeans", "rlfq")
 SEED_LIMIT = 2**32  # base.seed < this: NumPy's legacy seeding and pandas' random_state take 32 bits
 # Query backends by name; semid.queries.BACKENDS maps them to classes (a test keeps them in step).
 QUERY_BACKENDS = ("template", "gemini", "openai")
+# MovieLens releases semid.data knows how to read (names only; a test keeps them in step).
+RELEASES = ("ml-latest-small", "ml-latest", "ml-25m", "ml-32m", "ml-100k", "ml-1m")
 LR_SCHEDULES = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
-
-
-class ConfigError(SemidError, ValueError):
-    """A params value that cannot be used; the message names key, value and valid choices."""
-
-
-def check_choice(key: str, value: Any, choices: typing.Iterable[Any]) -> None:
-    choices = tuple(choices)
-    if value not in choices:
-        raise ConfigError(f"{key}={value!r} is not valid; choose one of: {', '.join(map(str, choices))}")
-
-
-def check_range(key: str, value: float, low: float | None = None, high: float | None = None) -> None:
-    if (low is not None and value < low) or (high is not None and value > high):
-        bounds = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
-        raise ConfigError(f"{key}={value!r} is out of range; it must lie in {bounds}")
 
 
 @dataclass(frozen=True)
@@ -87,8 +73,6 @@ class DataConfig:
     genome_min_relevance: float = 0.5
 
     def validate(self) -> None:
-        from semid.data import RELEASES
-
         check_choice("data.release", self.release, RELEASES)
         check_range("data.min_user_interactions", self.min_user_interactions, 3)
         for key in ("sample_users", "sample_items", "max_tags", "genome_top_k"):
@@ -313,8 +297,6 @@ class QuantizeConfig:
     rlfq: dict = field(default_factory=dict)  # input_scaling, entropy_loss_weight, steps, lr, ...
 
     def validate(self) -> None:
-        from semid.quantize.options import build_options
-
         check_range("quantize.levels", self.levels, 1, 8)
         check_range("quantize.codebook_size", self.codebook_size, 2, 65536)
         check_range("quantize.neighbours", self.neighbours, 1)
@@ -323,8 +305,6 @@ class QuantizeConfig:
 
     def options(self, quantizer: str):
         """The options object of ``quantizer``: its preset with this section's overrides."""
-        from semid.quantize.options import build_options
-
         return build_options(quantizer, getattr(self, quantizer))
 
 
@@ -383,65 +363,6 @@ def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = value
     return merged
-
-
-def _coerce(key: str, value: Any, annotation: Any) -> Any:
-    """Cast a YAML value to the field's declared type, or fail naming the key."""
-    origin = typing.get_origin(annotation)
-    if origin is typing.Union or origin is getattr(__import__("types"), "UnionType", None):
-        options = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(key, value, options[0])
-    if origin in (tuple, list):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}={value!r} must be a list")
-        (inner, *_) = typing.get_args(annotation) or (Any,)
-        return tuple(_coerce(f"{key}[]", v, inner) for v in value)
-    if origin is dict or annotation is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}={value!r} must be a mapping")
-        return dict(value)
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}={value!r} must be true or false")
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ConfigError(f"{key}={value!r} must be an integer")
-        return value
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}={value!r} must be a number")
-        if not math.isfinite(value):  # NaN would pass every range check
-            raise ConfigError(f"{key}={value!r} must be a finite number")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}={value!r} must be a string")
-        return value
-    return value
-
-
-def build_section(name: str, cls: type, values: dict[str, Any] | None) -> Any:
-    values = values or {}
-    if not isinstance(values, dict):
-        raise ConfigError(f"{name} must be a mapping of keys, got {values!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - fields)
-    if unknown:
-        raise ConfigError(
-            f"unknown key(s) {', '.join(f'{name}.{k}' for k in unknown)}; "
-            f"valid keys of {name}: {', '.join(sorted(fields))}"
-        )
-    kwargs = {k: _coerce(f"{name}.{k}", v, hints[k]) for k, v in values.items()}
-    section = cls(**kwargs)
-    if hasattr(section, "validate"):
-        section.validate()
-    return section
 
 
 def find_root(start: Path | None = None) -> Path:
@@ -580,8 +501,6 @@ def check_codebook_size(quantizer: str, codebook_size: int) -> None:
     checked when params load rather than when the quantize stage builds the quantizer."""
     if quantizer not in POWER_OF_TWO_QUANTIZERS:
         return
-    from semid.quantize import QuantizeError, check_power_of_two  # numpy only, no torch
-
     try:
         check_power_of_two(quantizer, codebook_size)
     except QuantizeError as error:

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from semid.config import build_section, check_choice, check_range
+from semid.schema import build_section, check_choice, check_range
 
 INPUT_SCALINGS = ("none", "center", "standardize", "global_scale")
 LR_SCHEDULES = ("constant", "cosine", "warmup_cosine")
