@@ -62,8 +62,8 @@ dag: venv
 ui: venv
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) --host 127.0.0.1 --port 5000
 
-clean:
-	rm -rf data/prepared data/queries data/embeddings data/ids models predictions
+clean: venv
+	rm -rf $$($(BIN)/python -m semid.artifacts)
 
 # ---- experiments: the grid, results, the RQ-VAE report, remote artifacts, paper dry run ----
 # make grid EMBEDDINGS="content multitask" QUANTIZERS="rqkmeans rqvae" N=2

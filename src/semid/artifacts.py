@@ -17,12 +17,13 @@ class Artifact:
     path: str  # relative to the project root, as dvc.yaml names it
     stage: str  # the stage that writes it
     kind: str = "out"  # out | metrics | plot: the dvc.yaml section that declares it
+    cached: bool = True  # in the DVC cache; metrics, plots and small markers live in git instead
 
     def at(self, root: str | Path = ".") -> Path:
         return Path(root) / self.path
 
 
-PARAMS_CHECKED = Artifact("data/params_checked.txt", "check_params")
+PARAMS_CHECKED = Artifact("data/params_checked.txt", "check_params", cached=False)
 PREPARED = Artifact("data/prepared", "prepare_movielens")
 QUERIES = Artifact("data/queries", "gen_queries")
 EMBEDDINGS = Artifact("data/embeddings", "train_embedder")
@@ -30,16 +31,16 @@ IDS = Artifact("data/ids", "quantize")
 GENERATOR = Artifact("models/generator", "train_t5")
 PREDICTIONS = Artifact("predictions", "evaluate")
 
-DATA_METRICS = Artifact("metrics/data.json", "prepare_movielens", "metrics")
-QUERIES_METRICS = Artifact("metrics/queries.json", "gen_queries", "metrics")
-EMBED_METRICS = Artifact("metrics/embed.json", "train_embedder", "metrics")
-IDS_METRICS = Artifact("metrics/ids.json", "quantize", "metrics")
-QUANTIZE_CURVE = Artifact("metrics/quantize_curve.csv", "quantize", "plot")
-TRAIN_METRICS = Artifact("metrics/train_t5.json", "train_t5", "metrics")
-TRAIN_CURVE = Artifact("metrics/train_t5_curve.csv", "train_t5", "plot")
-SEARCH_METRICS = Artifact("metrics/search.json", "evaluate", "metrics")
-REC_METRICS = Artifact("metrics/rec.json", "evaluate", "metrics")
-BASELINE_METRICS = Artifact("metrics/baselines.json", "evaluate", "metrics")
+DATA_METRICS = Artifact("metrics/data.json", "prepare_movielens", "metrics", cached=False)
+QUERIES_METRICS = Artifact("metrics/queries.json", "gen_queries", "metrics", cached=False)
+EMBED_METRICS = Artifact("metrics/embed.json", "train_embedder", "metrics", cached=False)
+IDS_METRICS = Artifact("metrics/ids.json", "quantize", "metrics", cached=False)
+QUANTIZE_CURVE = Artifact("metrics/quantize_curve.csv", "quantize", "plot", cached=False)
+TRAIN_METRICS = Artifact("metrics/train_t5.json", "train_t5", "metrics", cached=False)
+TRAIN_CURVE = Artifact("metrics/train_t5_curve.csv", "train_t5", "plot", cached=False)
+SEARCH_METRICS = Artifact("metrics/search.json", "evaluate", "metrics", cached=False)
+REC_METRICS = Artifact("metrics/rec.json", "evaluate", "metrics", cached=False)
+BASELINE_METRICS = Artifact("metrics/baselines.json", "evaluate", "metrics", cached=False)
 
 ARTIFACTS: tuple[Artifact, ...] = tuple(value for value in dict(globals()).values() if isinstance(value, Artifact))
 
@@ -50,3 +51,15 @@ EMBEDDER_CHECKPOINTS = Path("models/embedder_checkpoints")  # fine-tune checkpoi
 
 def written_by(stage: str) -> tuple[Artifact, ...]:
     return tuple(artifact for artifact in ARTIFACTS if artifact.stage == stage)
+
+
+def main() -> None:
+    """Print what `make clean` removes: the cached stage outputs and the embedder's checkpoints."""
+    for artifact in ARTIFACTS:
+        if artifact.kind == "out" and artifact.cached:
+            print(artifact.path)
+    print(EMBEDDER_CHECKPOINTS)
+
+
+if __name__ == "__main__":
+    main()
