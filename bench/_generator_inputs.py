@@ -10,11 +10,13 @@ from typing import Any
 
 import yaml
 
+from semid.artifacts import IDS, PREPARED, QUERIES
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--prepared", default="data/prepared")
-    parser.add_argument("--queries", default="data/queries")
-    parser.add_argument("--ids", default="data/ids")
+    parser.add_argument("--prepared", default=PREPARED.path)
+    parser.add_argument("--queries", default=QUERIES.path)
+    parser.add_argument("--ids", default=IDS.path)
     parser.add_argument(
         "--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
         help="a params override, e.g. generator.d_model=256 or base.profile=paper",

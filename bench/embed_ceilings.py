@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from semid.artifacts import PREPARED, QUERIES
 from semid.config import load_params
 from semid.data import load_interactions, load_items
 from semid.embed import METHODS, EmbeddingInputs, dense_ceilings, embed_items
@@ -24,8 +25,8 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     args = parser.parse_args()
     params = load_params()
-    items, interactions = load_items(Path("data/prepared")), load_interactions(Path("data/prepared"))
-    train_queries, valid_queries = load_queries("data/queries", "train"), load_queries("data/queries", "valid")
+    items, interactions = load_items(PREPARED.at()), load_interactions(PREPARED.at())
+    train_queries, valid_queries = load_queries(QUERIES.at(), "train"), load_queries(QUERIES.at(), "valid")
     rows = []
     for method in args.methods.split(","):
         with tempfile.TemporaryDirectory() as work:

@@ -7,8 +7,8 @@ tokens a run would make (nothing is asked, nothing is written).
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
+from semid.artifacts import PREPARED, QUERIES, QUERIES_METRICS
 from semid.config import find_root, load_params
 from semid.data import load_items
 from semid.io import write_json
@@ -28,9 +28,6 @@ from semid.seeding import pin_threads
 from semid.stages.common import stage_main
 from semid.tracking import stage_run
 
-PREPARED_DIR = Path("data/prepared")
-QUERIES_DIR = Path("data/queries")
-METRICS_FILE = Path("metrics/queries.json")
 
 
 @stage_main
@@ -42,7 +39,7 @@ def main() -> None:
     params = load_params()
     pin_threads(params.base.threads)
     config = params.queries
-    items = load_items(PREPARED_DIR)
+    items = load_items(PREPARED.at())
     backend = create_backend(config, params.base.seed)  # a missing key fails here, before any request
     cache_dir = find_root() / config.cache_dir
     if args.dry_run:
@@ -55,9 +52,9 @@ def main() -> None:
             write_failures(cache_dir / FAILURES_FILE, result.failures)
         check_failure_rate(result, config, cache_dir if backend.remote else None)
         splits = split_queries(result, config)
-        write_queries(splits, QUERIES_DIR, result.failures)
+        write_queries(splits, QUERIES.at(), result.failures)
         metrics = query_metrics(result, splits, dict(zip(items["item_id"], items["title"])))
-        write_json(METRICS_FILE, metrics)
+        write_json(QUERIES_METRICS.at(), metrics)
         run.log_metrics(metrics)
         run.set_tags({"queries.backend": result.backend, "queries.model": result.model})
     print(
