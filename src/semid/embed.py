@@ -28,6 +28,9 @@ import numpy as np
 import pandas as pd
 
 from semid.io import SemidError, atomic_dir, progress
+from semid.metrics import hit_ranks, recall_at_k
+from semid.retrievers import DenseRetriever, PopularityRetriever
+from semid.testsets import rec_test_set, search_test_set, train_popularity
 
 if TYPE_CHECKING:
     from semid.config import EmbedConfig
@@ -304,85 +307,6 @@ def embed_items(method: str, inputs: EmbeddingInputs) -> EmbeddingResult:
     return result
 
 
-# ---------------------------------------------------------------------------- ceilings
-
-
-def top_k(query_vectors: np.ndarray, item_vectors: np.ndarray, k: int, exclude: list[set[int]] | None = None,
-          batch: int = 1024) -> np.ndarray:
-    """(n_queries, k) item rows ranked by dot product; ``exclude`` removes rows per query."""
-    ranked = np.empty((len(query_vectors), k), dtype=np.int64)
-    for start in range(0, len(query_vectors), batch):
-        scores = query_vectors[start : start + batch] @ item_vectors.T
-        if exclude is not None:
-            for offset, rows in enumerate(exclude[start : start + batch]):
-                if rows:
-                    scores[offset, list(rows)] = -np.inf
-        part = np.argpartition(-scores, kth=min(k, scores.shape[1] - 1), axis=1)[:, :k]
-        order = np.take_along_axis(scores, part, axis=1).argsort(axis=1)[:, ::-1]
-        ranked[start : start + batch] = np.take_along_axis(part, order, axis=1)
-    return ranked
-
-
-def recall_at_k(ranked_rows: np.ndarray, target_rows: np.ndarray, k: int) -> float:
-    """Share of inputs whose single target is among the first k ranked rows."""
-    if len(target_rows) == 0:
-        return float("nan")
-    return float((ranked_rows[:, :k] == np.asarray(target_rows)[:, None]).any(axis=1).mean())
-
-
-def search_ceiling(result: EmbeddingResult, items: pd.DataFrame, queries: pd.DataFrame, k: int,
-                   batch_size: int) -> float | None:
-    """Recall@k of kNN from query embeddings over item embeddings; None where no query encoder."""
-    if result.query_encoder is None or queries.empty:
-        return None
-    row_of = {int(item): row for row, item in enumerate(items["item_id"])}
-    queries = queries[queries["item_id"].isin(row_of)]
-    vectors = encode_texts(result.query_encoder, queries["text"].tolist(), batch_size, "queries")
-    if result.query_projection is not None:
-        vectors = result.query_projection(vectors)
-    space = result.spaces[result.query_space]
-    ranked = top_k(vectors, space, k)
-    return recall_at_k(ranked, queries["item_id"].map(row_of).to_numpy(), k)
-
-
-def history_vectors(space: np.ndarray, histories: list[list[int]]) -> np.ndarray:
-    """Mean of each history's item vectors (rows), the simplest user vector there is."""
-    return np.stack([space[rows].mean(axis=0) if rows else np.zeros(space.shape[1], np.float32) for rows in histories])
-
-
-def user_histories(interactions: pd.DataFrame, items: pd.DataFrame, target_split: str) -> tuple[list[list[int]], np.ndarray]:
-    """Per user with a ``target_split`` item: (rows of the items before it, the target row)."""
-    row_of = {int(item): row for row, item in enumerate(items["item_id"])}
-    ordered = interactions.sort_values(["user_id", "position"])
-    histories, targets = [], []
-    for _, group in ordered.groupby("user_id", sort=True):
-        target = group[group["split"] == target_split]
-        if target.empty:
-            continue
-        before = group[group["position"] < target["position"].iloc[0]]
-        histories.append([row_of[int(i)] for i in before["item_id"]])
-        targets.append(row_of[int(target["item_id"].iloc[0])])
-    return histories, np.asarray(targets, dtype=np.int64)
-
-
-def rec_ceiling(space: np.ndarray, histories: list[list[int]], targets: np.ndarray, k: int) -> float:
-    """Recall@k of kNN from the mean history vector; items already in the history are excluded."""
-    ranked = top_k(history_vectors(space, histories), space, k, exclude=[set(h) for h in histories])
-    return recall_at_k(ranked, targets, k)
-
-
-def popularity_recall(interactions: pd.DataFrame, items: pd.DataFrame, histories: list[list[int]],
-                      targets: np.ndarray, k: int) -> float:
-    """The popularity baseline under the same protocol (seen items excluded)."""
-    row_of = {int(item): row for row, item in enumerate(items["item_id"])}
-    counts = np.zeros(len(items), np.float32)
-    train = interactions[interactions["split"] == "train"]["item_id"].map(row_of)
-    np.add.at(counts, train.to_numpy(), 1.0)
-    # A one-hot "user" per row over a one-column item space scored by count ranks by popularity.
-    ranked = top_k(np.ones((len(histories), 1), np.float32), counts[:, None], k, exclude=[set(h) for h in histories])
-    return recall_at_k(ranked, targets, k)
-
-
 # ---------------------------------------------------------------------------- artifacts
 
 
@@ -431,25 +355,51 @@ def load_query_encoder(folder: str | Path):
     return SentenceTransformer(str(Path(folder) / meta["query_encoder"]), device="cuda" if _cuda() else "cpu")
 
 
+# ---------------------------------------------------------------------------- ceilings
+
+
 def dense_ceilings(result: EmbeddingResult, items: pd.DataFrame, interactions: pd.DataFrame,
                    valid_queries: pd.DataFrame, config: EmbedConfig, seed: int) -> dict[str, float]:
     """What the embedding alone achieves on the validation split: the generator's ceilings.
 
     Search: kNN of the (sub-sampled, seeded) validation query vectors over the item space.
-    Rec: kNN of each user's mean train-history vector, seen items excluded, next to popularity
-    under the same protocol.
+    Rec: kNN of each user's mean history vector (every item before the user's valid item), seen
+    items excluded, next to popularity under the same protocol. Both through the retrievers and
+    metrics the evaluate stage uses, on ``rec_test_set``'s valid-split variant (semid.testsets).
     """
     k = config.eval_k
-    if len(valid_queries) > config.eval_max_queries:
-        valid_queries = valid_queries.sample(n=config.eval_max_queries, random_state=seed)
+    item_ids = items["item_id"].to_numpy(np.int64)
     metrics: dict[str, float] = {}
-    search = search_ceiling(result, items, valid_queries, k, config.encode_batch_size)
-    if search is not None:
-        metrics[f"search_recall_at_{k}"] = search
-        metrics["search_eval_queries"] = float(len(valid_queries))
     rec_space = result.spaces["rec" if "rec" in result.spaces else "joint"]
-    histories, targets = user_histories(interactions, items, "valid")
-    metrics[f"rec_recall_at_{k}"] = rec_ceiling(rec_space, histories, targets, k)
-    metrics[f"popularity_rec_recall_at_{k}"] = popularity_recall(interactions, items, histories, targets, k)
-    metrics["rec_eval_users"] = float(len(targets))
+    dense = DenseRetriever(item_ids, result.spaces.get(result.query_space or ""), rec_space,
+                           _query_vectors(result, config.encode_batch_size))  # fmt: skip
+    if "search" in dense.tasks and not valid_queries.empty:
+        queries = search_test_set(valid_queries, item_ids, config.eval_max_queries, seed)
+        ranks = hit_ranks(dense.search(queries["text"].tolist(), k), queries["item_id"].astype(int).tolist())
+        metrics[f"search_recall_at_{k}"] = recall_at_k(ranks, k)
+        metrics["search_eval_queries"] = float(len(queries))
+    # The ceiling's users: all of them, a user with no earlier item as a zero vector; its whole
+    # history is the input (the generator's window of H is a property of the generator).
+    users = rec_test_set(interactions, history_length=None, target_split="valid", min_history=0, required=False)
+    targets, seen = users["target_item"].tolist(), [set(h) for h in users["history"]]
+    popularity = PopularityRetriever(item_ids, train_popularity(interactions, item_ids))
+    for name, retriever in ((f"rec_recall_at_{k}", dense), (f"popularity_rec_recall_at_{k}", popularity)):
+        if users.empty:  # no user has a valid item: nothing to measure, not an error here
+            metrics[name] = float("nan")
+            continue
+        ranked = retriever.recommend(users["recent"].tolist(), k, seen)
+        metrics[name] = recall_at_k(hit_ranks(ranked, targets), k)
+    metrics["rec_eval_users"] = float(len(users))
     return metrics
+
+
+def _query_vectors(result: EmbeddingResult, batch_size: int) -> Callable[[list[str]], np.ndarray] | None:
+    """Query texts -> vectors in the result's query space (encoded, then projected if fused)."""
+    if result.query_encoder is None:
+        return None
+
+    def encode(texts: list[str]) -> np.ndarray:
+        vectors = encode_texts(result.query_encoder, texts, batch_size, "queries")
+        return result.query_projection(vectors) if result.query_projection is not None else vectors
+
+    return encode
