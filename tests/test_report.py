@@ -194,6 +194,7 @@ def test_report_from_an_unknown_experiment_names_the_known_ones(tmp_path):
     from semid.report import experiment_embeddings
 
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
-    with pytest.raises(SemidError, match=r"'multitask-rqkmeans' is not a DVC experiment.*none \(run `make grid` first\)"):
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
+    with pytest.raises(SemidError, match=r"no DVC experiment named 'multitask-rqkmeans'.*none \(run `make grid` first\)"):
         experiment_embeddings(tmp_path, "multitask-rqkmeans", tmp_path / "out")
     assert not (tmp_path / "out").exists()

@@ -66,9 +66,10 @@ def two_experiments(tmp_path_factory) -> Path:
 
 
 def test_exp_show_of_real_experiments_is_parsed_with_resolved_params(two_experiments):
-    from semid.results import best_per_point, exp_show_json, parse_exp_show
+    from semid.experiments import show
+    from semid.results import best_per_point
 
-    found = parse_exp_show(exp_show_json(two_experiments))
+    found = show(two_experiments, all_commits=True)
     names = {r.name for r in found}
     assert {"content-rqkmeans", "content-rqvae", "workspace"} <= names
     points = best_per_point(found)
@@ -102,7 +103,7 @@ def test_make_results_writes_the_table_and_the_plots(two_experiments):
 
 
 def test_profile_overlay_and_data_label_as_the_stages_see_them():
-    from semid.results import parse_exp_show
+    from semid.experiments import parse_show
 
     shown = [{
         "rev": "abc", "name": "paper-run",
@@ -114,7 +115,7 @@ def test_profile_overlay_and_data_label_as_the_stages_see_them():
                              "metrics/rec.json": {"error": {"type": "FileNotFoundError"}}}},
         "experiments": None,
     }]  # fmt: skip
-    (result,) = parse_exp_show(shown)
+    (result,) = parse_show(shown)
     assert result.embedding == "multitask" and result.quantizer == "rqkmeans"
     assert result.data_label == "ml-25m, profile paper"
     assert result.metric("search", "recall_at_30") == 0.1 and not result.finished
@@ -150,10 +151,10 @@ def test_no_experiment_gives_a_table_that_says_what_to_run(tmp_path):
 
 
 def test_an_experiment_that_did_not_rerun_evaluate_is_not_credited_with_its_metrics():
-    from semid.results import ExperimentResult
+    from semid.experiments import Experiment
 
     metrics = {"search": {"recall_at_30": 0.01, "embedding": "content", "quantizer": "rqkmeans"},
                "rec": {"recall_at_30": 0.08}}  # fmt: skip
-    partial = ExperimentResult("quantize-only", "abc", None, {"embedding": "content", "quantizer": "rqvae"}, metrics)
-    own = ExperimentResult("full", "def", None, {"embedding": "content", "quantizer": "rqkmeans"}, metrics)
+    partial = Experiment("quantize-only", "abc", None, {"embedding": "content", "quantizer": "rqvae"}, metrics)
+    own = Experiment("full", "def", None, {"embedding": "content", "quantizer": "rqkmeans"}, metrics)
     assert not partial.finished and own.finished

@@ -24,7 +24,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -466,13 +465,14 @@ def render_report(
 def key_point_recalls(root: Path, embedding: str, data_label: str, run_missing: bool, jobs: int = 1) -> dict[str, dict[str, Any]]:
     """{quantizer: recalls} for the key quantizers on ``embedding`` from `dvc exp show`; with
     ``run_missing`` the missing points are queued and run first (semid.grid)."""
+    from semid.experiments import ExperimentError, show
     from semid.grid import GridPoint, run_grid
-    from semid.results import best_per_point, exp_show_json, parse_exp_show
+    from semid.results import best_per_point
 
     def collect() -> dict:
         try:
-            return best_per_point(parse_exp_show(exp_show_json(root)))
-        except RuntimeError as error:  # not a DVC repo, or DVC cannot read it: report without recalls
+            return best_per_point(show(root, all_commits=True))
+        except ExperimentError as error:  # not a DVC repo, or DVC cannot read it: report without recalls
             print(f"no experiments read ({error}); the report has no Recall@30 column", flush=True)
             return {}
 
@@ -503,23 +503,11 @@ def key_point_recalls(root: Path, embedding: str, data_label: str, run_missing: 
 
 
 def experiment_embeddings(root: Path, name: str, into: Path) -> Path:
-    """Fetch experiment ``name``'s data/embeddings from DVC's cache (`dvc get . --rev`) into ``into``."""
-    from semid.io import SemidError
+    """Copy experiment ``name``'s data/embeddings out of the local DVC cache into ``into``."""
+    from semid import experiments
 
-    refs = subprocess.run(
-        ["git", "for-each-ref", "--sort=committerdate", "--format=%(objectname) %(refname)", "refs/exps"],
-        cwd=root, capture_output=True, text=True, check=False,
-    ).stdout.split("\n")  # fmt: skip
-    # refs/exps/<2 hex>/<rest of the baseline sha>/<name>; the newest experiment of a name wins
-    revs = {ref.rsplit("/", 1)[-1]: ref.split()[0] for ref in refs if ref.strip() and ref.split()[-1].count("/") == 4}
-    if name not in revs:
-        known = ", ".join(sorted(revs)) or "none (run `make grid` first)"
-        raise SemidError(f"--experiment {name!r} is not a DVC experiment of this repo; experiments: {known}")
-    from semid.grid import dvc_command
-
-    target = into / "embeddings"
-    dvc_command(root, "get", str(root), "data/embeddings", "--rev", revs[name], "-o", str(target))
-    return target
+    experiments.get(root, experiments.resolve(root, exp=name), ["data/embeddings"], into)
+    return into / "data" / "embeddings"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -544,7 +532,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from semid.embed import load_embedding_meta, load_item_embeddings
     from semid.io import SemidError, atomic_path, user_errors_exit, write_json
     from semid.quantize import check_embeddings
-    from semid.results import ExperimentResult
+    from semid.experiments import Experiment
 
     started = time.perf_counter()
     with user_errors_exit(), contextlib.ExitStack() as stack:
@@ -582,7 +570,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                   f"neighbours {m['neighbour_preservation']:.3f}, recon {m['reconstruction_error']:.3f}, {row.fit_seconds:.0f}s", flush=True)  # fmt: skip
 
         rows = run_ablation(x, variants, config.levels, config.codebook_size, params.base.seed, config.neighbours, base, show)
-        workspace = ExperimentResult("workspace", "workspace", None, params.raw)
+        workspace = Experiment("workspace", "workspace", None, params.raw)
         recalls = key_point_recalls(root, meta.get("method", params.embedding), workspace.data_label, not args.no_experiments, args.jobs)
         out = args.out if args.out.is_absolute() else root / args.out
         setting = {

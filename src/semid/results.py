@@ -1,9 +1,9 @@
 """Every experiment side by side: results/table.md, results/tradeoff.png, results/quantizers.png.
 
-``make results`` (``python -m semid.results``) parses ``dvc exp show --json`` (every experiment
-of every commit DVC lists, plus the workspace), resolves each one's params (params.yaml with its
-profile overlaid, as the stages see them) and lays out the paper's two tables: embedding methods
-(with RQ-KMeans IDs) and quantizers on one embedding, with the paper's numbers beside ours.
+``make results`` (``python -m semid.results``) reads ``dvc exp show --json -A`` through
+semid.experiments (every experiment of every commit DVC lists, plus the workspace, each with its
+params as the stages see them) and lays out the paper's two tables: embedding methods (with
+RQ-KMeans IDs) and quantizers on one embedding, with the paper's numbers beside ours.
 The paper's numbers come from another setup (ML-25M, Gemini queries, flan-t5-base) and are
 labelled so; they show the direction of effects, not a target to match.
 
@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import subprocess
-import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
-from semid.config import EMBEDDED_PROFILE, EMBEDDING_METHODS, QUANTIZERS, deep_merge
+from semid.config import EMBEDDING_METHODS, QUANTIZERS
+from semid.experiments import Experiment, parse_show, show
 
 PAPER_LABEL = "paper: ML-25M, Gemini queries, flan-t5-base — different data"
 # Penha et al. 2025, Recall@30, transcribed in shared/reference/paper.md (a test keeps them in step).
@@ -65,121 +62,14 @@ METHOD_LABELS = {
 REFERENCE_QUANTIZER = "rqkmeans"  # the quantizer of the paper's embedding table
 
 
-@dataclass
-class ExperimentResult:
-    """One row of `dvc exp show`: its name, resolved params and metrics files."""
-
-    name: str
-    rev: str
-    timestamp: str | None
-    params: dict[str, Any]
-    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # file stem -> flat metrics
-
-    @property
-    def embedding(self) -> str:
-        return str(self.params.get("embedding", EMBEDDING_METHODS[0]))
-
-    @property
-    def quantizer(self) -> str:
-        return str(self.params.get("quantizer", QUANTIZERS[0]))
-
-    @property
-    def is_workspace(self) -> bool:
-        return self.rev == "workspace"
-
-    @property
-    def data_label(self) -> str:
-        """What the numbers were measured on: profile, release and sample sizes."""
-        data = self.params.get("data") or {}
-        parts = [str(data.get("release", "?"))]
-        if data.get("sample_items"):
-            parts.append(f"{data['sample_items']} items")
-        if data.get("sample_users"):
-            parts.append(f"{data['sample_users']} users")
-        profile = (self.params.get("base") or {}).get("profile", EMBEDDED_PROFILE)
-        if profile != EMBEDDED_PROFILE:
-            parts.append(f"profile {profile}")
-        return ", ".join(parts)
-
-    def metric(self, stem: str, key: str) -> float | None:
-        value = self.metrics.get(stem, {}).get(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-            return None
-        return float(value)
-
-    @property
-    def finished(self) -> bool:
-        """Both tasks measured, on this point's own embedding and IDs (evaluate records which)."""
-        if self.metric("search", "recall_at_30") is None or self.metric("rec", "recall_at_30") is None:
-            return False
-        search = self.metrics.get("search", {})
-        measured_on = (search.get("embedding", self.embedding), search.get("quantizer", self.quantizer))
-        return measured_on == (self.embedding, self.quantizer)
-
-
-def exp_show_json(root: Path) -> list[dict]:
-    """``dvc exp show --json`` of every commit (``-A``) in ``root``."""
-    result = subprocess.run(
-        [sys.executable, "-m", "dvc", "exp", "show", "--json", "-A"], cwd=root, capture_output=True, text=True
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"dvc exp show failed: {result.stderr.strip()}")
-    return json.loads(result.stdout or "[]")
-
-
-def _resolved_params(files: dict[str, Any]) -> dict[str, Any]:
-    """params.yaml with the active profile's file overlaid, as semid.config.read_merged does."""
-    params = dict((files.get("params.yaml") or {}).get("data") or {})
-    profile = (params.get("base") or {}).get("profile", EMBEDDED_PROFILE)
-    if profile != EMBEDDED_PROFILE:
-        overlay = (files.get(f"profiles/{profile}.yaml") or {}).get("data") or {}
-        params = deep_merge(params, overlay)
-    return params
-
-
-def _entry(node: dict) -> ExperimentResult | None:
-    data = node.get("data")
-    if not isinstance(data, dict) or not data.get("params"):
-        return None
-    metrics = {
-        Path(path).stem: dict(content.get("data") or {})
-        for path, content in (data.get("metrics") or {}).items()
-        if isinstance(content, dict) and isinstance(content.get("data"), dict)
-    }
-    rev = node.get("rev") or data.get("rev") or "?"
-    name = "workspace" if rev == "workspace" else (node.get("name") or str(rev)[:7])
-    return ExperimentResult(name, rev, data.get("timestamp"), _resolved_params(data["params"]), metrics)
-
-
-def parse_exp_show(shown: Sequence[dict]) -> list[ExperimentResult]:
-    """Every workspace / commit / experiment entry of ``dvc exp show --json`` output."""
-    found: list[ExperimentResult] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, list):
-            for child in node:
-                walk(child)
-            return
-        if not isinstance(node, dict):
-            return
-        entry = _entry(node)
-        if entry is not None:
-            found.append(entry)
-        for key in ("experiments", "revs"):
-            walk(node.get(key))
-
-    walk(list(shown))
-    return found
-
-
-def _point_key(result: ExperimentResult) -> tuple[str, str, str]:
+def _point_key(result: Experiment) -> tuple[str, str, str]:
     return (result.data_label, result.embedding, result.quantizer)
 
 
-def best_per_point(results: Iterable[ExperimentResult]) -> dict[tuple[str, str, str], ExperimentResult]:
+def best_per_point(results: Iterable[Experiment]) -> dict[tuple[str, str, str], Experiment]:
     """One finished result per (data, embedding, quantizer): the newest experiment or commit; the
     workspace only where nothing else covers the point."""
-    chosen: dict[tuple[str, str, str], ExperimentResult] = {}
+    chosen: dict[tuple[str, str, str], Experiment] = {}
     for result in results:
         if not result.finished:
             continue
@@ -196,14 +86,14 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-def _data_groups(points: dict[tuple[str, str, str], ExperimentResult]) -> list[str]:
+def _data_groups(points: dict[tuple[str, str, str], Experiment]) -> list[str]:
     counts: dict[str, int] = {}
     for data, _, _ in points:
         counts[data] = counts.get(data, 0) + 1
     return sorted(counts, key=lambda d: -counts[d])
 
 
-def quantizer_table_embedding(points: dict[tuple[str, str, str], ExperimentResult], data: str) -> str | None:
+def quantizer_table_embedding(points: dict[tuple[str, str, str], Experiment], data: str) -> str | None:
     """The embedding with the most quantizers finished (the paper's multi-task one wins ties)."""
     counts: dict[str, int] = {}
     for d, embedding, _ in points:
@@ -214,7 +104,7 @@ def quantizer_table_embedding(points: dict[tuple[str, str, str], ExperimentResul
     return max(counts, key=lambda e: (counts[e], e == PAPER_QUANTIZER_EMBEDDING, e == "content"))
 
 
-def _ids_metric(result: ExperimentResult, key: str) -> float | None:
+def _ids_metric(result: Experiment, key: str) -> float | None:
     """An ids.json diagnostic; for `separate` (one table per space) the mean of both spaces."""
     direct = result.metric("ids", key)
     if direct is not None:
@@ -223,7 +113,7 @@ def _ids_metric(result: ExperimentResult, key: str) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _point_cells(ours: "ExperimentResult | None", values) -> list[str]:
+def _point_cells(ours: "Experiment | None", values) -> list[str]:
     """Four formatted metric cells and the experiment's name, or dashes and "not run"."""
     if ours is None:
         return ["—"] * 4 + ["not run"]
@@ -389,7 +279,7 @@ def plot_quantizers(points: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_results(results: Sequence[ExperimentResult], out_dir: Path) -> dict[tuple[str, str, str], ExperimentResult]:
+def write_results(results: Sequence[Experiment], out_dir: Path) -> dict[tuple[str, str, str], Experiment]:
     """Write table.md, tradeoff.png and quantizers.png into ``out_dir``; returns the chosen points."""
     from semid.io import atomic_path
 
@@ -411,9 +301,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     from semid.config import workspace_root
 
     root = workspace_root()
-    shown = json.loads(args.exp_show_json.read_text()) if args.exp_show_json else exp_show_json(root)
+    if args.exp_show_json:
+        found = parse_show(json.loads(args.exp_show_json.read_text()))
+    else:
+        found = show(root, all_commits=True)
     out = args.out if args.out.is_absolute() else root / args.out
-    points = write_results(parse_exp_show(shown), out)
+    points = write_results(found, out)
     print(f"{len(points)} grid point(s) -> {out / 'table.md'}, {out / 'tradeoff.png'}, {out / 'quantizers.png'}")
 
 

@@ -14,7 +14,7 @@ Where a run comes from:
 - a project folder (default: the workspace holding params.yaml above the current folder), read as
   it is: data/prepared, data/ids, models/generator/model, data/embeddings, params.yaml;
 - a git rev or a DVC experiment name of that project: its outputs are copied out of the local DVC
-  cache through ``dvc.api.DVCFileSystem`` (offline; nothing is pulled) into
+  cache by semid.experiments (``dvc.api.DVCFileSystem``; offline, nothing is pulled) into
   ``.dvc/tmp/semid-serve/<commit>/`` once, and read from there on later loads.
 """
 
@@ -160,52 +160,21 @@ def require(root: Path, names: Sequence[str], where: str | None = None) -> None:
 
 def materialise_rev(root: Path, rev: str | None = None, exp: str | None = None) -> tuple[Path, str]:
     """(folder, description) holding the outputs of a git rev or DVC experiment, from the local cache."""
-    # Only --rev/--exp need DVC: importing dvc.api + dvc.repo costs ~0.4 s.
-    from dvc.api import DVCFileSystem
-    from dvc.repo import Repo
+    # Only --rev/--exp come here: semid.experiments runs `dvc exp show -A` for an experiment's commit
+    # (~1.2 s on a small repo) and imports dvc.api to copy outputs (~0.5 s); plain `semid search`
+    # (the workspace) pays neither.
+    from semid import experiments
 
     try:
-        repo = Repo(str(root))
-    except Exception as error:  # noqa: BLE001 - any failure here means "not a DVC repo"
-        raise ServeError(f"{root} is not a DVC repository ({error}); --rev/--exp need one") from error
-    try:
-        if exp:
-            from dvc.repo.experiments.utils import resolve_name
-
-            ref = resolve_name(repo.scm, exp).get(exp)
-            if ref is None:
-                raise ServeError(f"no DVC experiment named {exp!r} in {root}; `dvc exp list` shows them")
-            sha = repo.scm.get_ref(str(ref))
-            label = f"experiment {exp} ({sha[:7]})"
-        else:
-            try:
-                sha = repo.scm.resolve_rev(rev)
-            except Exception as error:  # noqa: BLE001 - scmrepo raises several kinds
-                raise ServeError(f"unknown git rev {rev!r} in {root}") from error
-            label = f"rev {rev} ({sha[:7]})"
+        sha = experiments.resolve(root, rev=rev, exp=exp)
+        label = f"experiment {exp} ({sha[:7]})" if exp else f"rev {rev} ({sha[:7]})"
         target = root / REV_CACHE / sha
-        if target.exists():
-            return target, label
-        fs = DVCFileSystem(url=str(root), rev=sha)  # repo= would read the workspace, not the rev
-        try:
+        if not target.exists():
             with atomic_dir(target) as tmp:
-                for path in REV_PATHS:
-                    if fs.exists(path):
-                        (tmp / path).parent.mkdir(parents=True, exist_ok=True)
-                        if fs.isdir(path):
-                            fs.get(path, str(tmp / path), recursive=True)
-                        else:
-                            fs.get_file(path, str(tmp / path))
-        except SemidError:
-            raise
-        except Exception as error:  # noqa: BLE001 - DVC reports a missing cache object in many ways
-            raise ServeError(
-                f"the outputs of {label} are not in the local DVC cache ({type(error).__name__}: {error}); "
-                f"run `dvc fetch --all-commits`{f' or `dvc exp pull <remote> {exp}`' if exp else ''} first"
-            ) from error
-        return target, label
-    finally:
-        repo.close()
+                experiments.get(root, sha, REV_PATHS, tmp)
+    except experiments.ExperimentError as error:
+        raise ServeError(str(error)) from error
+    return target, label
 
 
 # --------------------------------------------------------------------------- the pipeline

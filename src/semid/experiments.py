@@ -1,0 +1,293 @@
+"""semid's one door to DVC experiments: show, queue, run the queue, resolve, get.
+
+Every other module (the grid, ``make results``, ``make report``, ``semid search --rev/--exp``)
+reaches DVC through here, and only through DVC's command line (``dvc exp show --json``,
+``dvc exp run --queue``, ``dvc exp remove``, ``dvc queue start``) or its public Python API
+(``dvc.api.DVCFileSystem``); git only through ``git rev-parse``. ``dvc exp show --json`` is parsed
+here once, into :class:`Experiment` records.
+
+The queue: every queued experiment runs in a temporary copy of the repo (``.dvc/tmp/exps/``);
+stages there read that copy's params (semid.config.workspace_root) and log to the main repo's
+MLflow store (DVC sets ``DVC_ROOT`` to the repo that queued them, semid.tracking).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from semid.config import EMBEDDED_PROFILE, EMBEDDING_METHODS, QUANTIZERS, deep_merge
+from semid.io import SemidError
+
+
+class ExperimentError(SemidError):
+    """A DVC command that failed, an unknown experiment or rev, or outputs missing from the cache."""
+
+
+@dataclass
+class Experiment:
+    """One row of ``dvc exp show``: the workspace, a commit, or an experiment of a commit."""
+
+    name: str  # the experiment's name; a commit's branch or short sha; "workspace"
+    rev: str  # the full commit sha ("workspace" for the workspace; a queued experiment's task id)
+    timestamp: str | None
+    params: dict[str, Any]  # params.yaml with its profile overlaid, as the stages see them
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # file stem -> flat metrics
+    state: str = "success"  # as `dvc exp show` words it: queued, running, success, failed
+    baseline: str | None = None  # the commit an experiment derives from; None for commits
+
+    @property
+    def is_workspace(self) -> bool:
+        return self.rev == "workspace"
+
+    @property
+    def is_experiment(self) -> bool:
+        return self.baseline is not None
+
+    @property
+    def embedding(self) -> str:
+        return str(self.params.get("embedding", EMBEDDING_METHODS[0]))
+
+    @property
+    def quantizer(self) -> str:
+        return str(self.params.get("quantizer", QUANTIZERS[0]))
+
+    @property
+    def data_label(self) -> str:
+        """What the numbers were measured on: profile, release and sample sizes."""
+        data = self.params.get("data") or {}
+        parts = [str(data.get("release", "?"))]
+        if data.get("sample_items"):
+            parts.append(f"{data['sample_items']} items")
+        if data.get("sample_users"):
+            parts.append(f"{data['sample_users']} users")
+        profile = (self.params.get("base") or {}).get("profile", EMBEDDED_PROFILE)
+        if profile != EMBEDDED_PROFILE:
+            parts.append(f"profile {profile}")
+        return ", ".join(parts)
+
+    def metric(self, stem: str, key: str) -> float | None:
+        value = self.metrics.get(stem, {}).get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            return None
+        return float(value)
+
+    @property
+    def finished(self) -> bool:
+        """Ran to the end, both tasks measured, on this point's own embedding and IDs (evaluate
+        records which); a queued or failed experiment shows its baseline's committed metrics."""
+        if self.state != "success":
+            return False
+        if self.metric("search", "recall_at_30") is None or self.metric("rec", "recall_at_30") is None:
+            return False
+        search = self.metrics.get("search", {})
+        measured_on = (search.get("embedding", self.embedding), search.get("quantizer", self.quantizer))
+        return measured_on == (self.embedding, self.quantizer)
+
+
+# --------------------------------------------------------------------------- show
+
+
+def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run the DVC of this interpreter in ``root``; a failure raises with DVC's own message."""
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True)
+    if result.returncode != 0:
+        message = result.stderr.strip() or result.stdout.strip()
+        raise ExperimentError(f"dvc {' '.join(args)} failed ({result.returncode}) in {root}: {message}")
+    return result
+
+
+def _resolved_params(files: dict[str, Any]) -> dict[str, Any]:
+    """params.yaml with the active profile's file overlaid, as semid.config.read_merged does."""
+    params = dict((files.get("params.yaml") or {}).get("data") or {})
+    profile = (params.get("base") or {}).get("profile", EMBEDDED_PROFILE)
+    if profile != EMBEDDED_PROFILE:
+        overlay = (files.get(f"profiles/{profile}.yaml") or {}).get("data") or {}
+        params = deep_merge(params, overlay)
+    return params
+
+
+def _record(node: dict, state: str = "success", baseline: str | None = None) -> Experiment:
+    data = node.get("data") if isinstance(node.get("data"), dict) else {}
+    metrics = {
+        Path(path).stem: dict(content.get("data") or {})
+        for path, content in (data.get("metrics") or {}).items()
+        if isinstance(content, dict) and isinstance(content.get("data"), dict)
+    }
+    rev = str(node.get("rev") or data.get("rev") or "?")
+    name = "workspace" if rev == "workspace" else (node.get("name") or rev[:7])
+    if node.get("error") and state == "success":
+        state = "failed"
+    params = _resolved_params(data.get("params") or {})
+    return Experiment(name, rev, data.get("timestamp"), params, metrics, state, baseline)
+
+
+def parse_show(shown: Sequence[dict]) -> list[Experiment]:
+    """Every workspace, commit and experiment entry of ``dvc exp show --json`` output, in its order."""
+    found: list[Experiment] = []
+    for commit in shown:
+        if not isinstance(commit, dict):
+            continue
+        found.append(_record(commit))
+        for group in commit.get("experiments") or []:  # one per experiment: its executor, its revs
+            state = str((group.get("executor") or {}).get("state") or "success")
+            for node in group.get("revs") or []:
+                found.append(_record(node, state, baseline=str(commit.get("rev"))))
+    return found
+
+
+def show(root: Path, all_commits: bool = False) -> list[Experiment]:
+    """``dvc exp show --json``: the workspace, HEAD and its experiments; with ``all_commits`` (``-A``)
+    every commit's."""
+    shown = _dvc(root, "exp", "show", "--json", *(["-A"] if all_commits else [])).stdout
+    return parse_show(json.loads(shown or "[]"))
+
+
+# --------------------------------------------------------------------------- the queue
+
+
+def queue(root: Path, name: str, params: Sequence[str] = ()) -> None:
+    """``dvc exp run --queue --name NAME -S key=value ...``: queued on HEAD, run by :func:`run_queue`."""
+    settings = [arg for param in params for arg in ("-S", param)]
+    _dvc(root, "exp", "run", "--queue", "--name", name, *settings)
+
+
+def remove(root: Path, name: str) -> None:
+    """``dvc exp remove NAME``: drop an experiment of HEAD (queued, failed or done)."""
+    _dvc(root, "exp", "remove", name)
+
+
+def start_workers(root: Path, jobs: int) -> None:
+    """``dvc queue start -j N``: workers exit by themselves once the queue is empty."""
+    # Not through pipes: the workers it spawns inherit them, and reading to EOF would wait for the queue.
+    started_workers = subprocess.run(
+        [sys.executable, "-m", "dvc", "queue", "start", "-j", str(jobs)],
+        cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    if started_workers.returncode != 0:
+        raise ExperimentError(f"dvc queue start -j {jobs} failed ({started_workers.returncode}); try it by hand")
+
+
+def run_queue(
+    root: Path, jobs: int, names: Sequence[str], poll_seconds: float = 10.0, timeout_s: float = 0
+) -> dict[str, str]:
+    """Start ``jobs`` queue workers and wait until none of ``names`` (experiments of HEAD) is queued
+    or running, reading their state from ``dvc exp show``.
+
+    Returns {name: final state}. Raises ExperimentError naming the failed experiments (their logs:
+    ``dvc queue logs <name>``).
+    """
+    start_workers(root, jobs)
+    started = time.monotonic()
+    wanted = set(names)
+    last = ""
+    idle_polls = failed_polls = 0
+    latest: dict[str, str] = {}
+    while True:
+        try:
+            shown = [e for e in show(root) if e.is_experiment]
+            failed_polls = 0
+        except ExperimentError:
+            # `exp show` can meet a worker committing its result; give up only when it keeps failing.
+            failed_polls += 1
+            if failed_polls >= 3:
+                raise
+            time.sleep(poll_seconds)
+            continue
+        running = sum(e.state == "running" for e in shown)
+        latest = {e.name: e.state for e in shown if e.name in wanted}
+        pending = sorted(n for n in wanted if latest.get(n, "queued") in ("queued", "running"))
+        # A worker can exit with tasks still queued (celery's filesystem broker replays an old
+        # shutdown broadcast to the next worker that starts); with nothing running for a while,
+        # start workers again rather than wait forever.
+        idle_polls = idle_polls + 1 if pending and not running else 0
+        if idle_polls >= max(3, int(60 / max(poll_seconds, 1e-3))):
+            print("queued experiments but no worker running: starting workers again", flush=True)
+            start_workers(root, jobs)
+            idle_polls = 0
+        line = ", ".join(f"{n}: {latest.get(n, 'queued').capitalize()}" for n in sorted(wanted))
+        if line != last:
+            print(f"[{time.monotonic() - started:,.0f}s] {line}", flush=True)
+            last = line
+        if not pending:
+            break
+        if timeout_s and time.monotonic() - started > timeout_s:
+            raise ExperimentError(
+                f"queue still busy after {timeout_s:.0f}s: {', '.join(pending)} (`dvc queue status`)"
+            )
+        time.sleep(poll_seconds)
+    # No `dvc queue stop`: workers exit by themselves once the queue is empty, and the shutdown it
+    # broadcasts stays in the filesystem broker, where it stops the next grid's worker after one task.
+    failed = sorted(n for n, state in latest.items() if state != "success")
+    if failed:
+        raise ExperimentError(f"experiments failed: {', '.join(failed)}; see `dvc queue logs <name>`")
+    return latest
+
+
+# --------------------------------------------------------------------------- resolve and get
+
+
+def _git_commit(root: Path, rev: str) -> str | None:
+    result = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}"],
+        cwd=root, capture_output=True, text=True,
+    )  # fmt: skip
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def resolve(root: Path, rev: str | None = None, exp: str | None = None) -> str:
+    """The commit sha of a git ``rev`` or of the DVC experiment named ``exp`` (give one).
+
+    An experiment name can recur across baselines: the one of HEAD wins, else the newest.
+    """
+    if (rev is None) == (exp is None):
+        raise ExperimentError("give one of a git rev or an experiment name")
+    if rev is not None:
+        sha = _git_commit(root, rev)
+        if sha is None:
+            raise ExperimentError(f"unknown git rev {rev!r} in {root}")
+        return sha
+    done = [e for e in show(root, all_commits=True) if e.is_experiment and e.state == "success"]
+    named = [e for e in done if e.name == exp]
+    if not named:
+        known = ", ".join(sorted({e.name for e in done})) or "none (run `make grid` first)"
+        raise ExperimentError(f"no DVC experiment named {exp!r} in {root}; experiments: {known}")
+    head = _git_commit(root, "HEAD")
+    return max(named, key=lambda e: (e.baseline == head, e.timestamp or "")).rev
+
+
+def get(root: Path, rev: str, paths: Sequence[str], into: Path) -> list[str]:
+    """Copy ``paths`` (files or folders) as they are at ``rev`` (a commit, or anything DVC takes as a
+    rev) to ``into / path``, from git and the local DVC cache: nothing is pulled. Returns the paths
+    copied; those ``rev`` lacks are skipped."""
+    # Only commands that read a rev come here: importing dvc.api costs ~0.4-0.5 s.
+    from dvc.api import DVCFileSystem
+
+    copied = []
+    try:
+        fs = DVCFileSystem(url=str(root), rev=rev)  # repo= would read the workspace, not the rev
+        try:
+            for path in paths:
+                if not fs.exists(path):
+                    continue
+                (into / path).parent.mkdir(parents=True, exist_ok=True)
+                if fs.isdir(path):
+                    fs.get(path, str(into / path), recursive=True)
+                else:
+                    fs.get_file(path, str(into / path))
+                copied.append(path)
+        finally:
+            fs.close()
+    except Exception as error:  # noqa: BLE001 - DVC reports a missing cache object in many ways
+        raise ExperimentError(
+            f"cannot read {', '.join(paths)} of {rev[:12]} in {root} ({type(error).__name__}: {error}); "
+            "they come from the local DVC cache: run `dvc fetch --all-commits` "
+            "(an experiment's: `dvc exp pull <remote> <name>`) first"
+        ) from error
+    return copied
