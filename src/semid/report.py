@@ -22,11 +22,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import json
 import math
+import re
+import string
 import tempfile
 import time
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -141,7 +145,31 @@ def run_ablation(
     return rows
 
 
-# ------------------------------------------------------------------ the answer, from the numbers
+# ------------------------------------------------------------------ the answer: facts from the numbers
+
+# The sentences live in this template (semid/templates/rqvae_report.md); code only picks snippets.
+TEMPLATE = "rqvae_report.md"
+_SNIPPET_HEADER = re.compile(r"^\[\[([\w.]+)\]\]$", re.MULTILINE)
+
+
+def parse_snippets(text: str) -> dict[str, string.Template]:
+    """{name: template} from ``[[name]]`` headers; each body runs to the next header, trailing
+    newlines dropped. Text before the first header (the file's comment) belongs to no snippet."""
+    parts = _SNIPPET_HEADER.split(text)
+    names, bodies = parts[1::2], parts[2::2]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{TEMPLATE} names a snippet twice")
+    return {name: string.Template(body.removeprefix("\n").rstrip("\n")) for name, body in zip(names, bodies)}
+
+
+@functools.cache
+def snippets() -> dict[str, string.Template]:
+    return parse_snippets(resources.files("semid").joinpath("templates", TEMPLATE).read_text(encoding="utf-8"))
+
+
+def say(name: str, **fields: Any) -> str:
+    """The template's snippet ``name`` with its placeholders filled (a missing field raises)."""
+    return snippets()[name].substitute(fields)
 
 
 def levels_of(metrics: dict[str, float]) -> int:
@@ -169,6 +197,71 @@ def recall_difference(a: float, b: float, n: int | None) -> tuple[float, float |
     return a - b, math.sqrt(max(a * (1 - a) + b * (1 - b), 1e-12) / n)
 
 
+def recall_verdict(difference: float, standard_error: float | None) -> str:
+    """same (within 2 standard errors) | higher | lower: RQ-VAE against RQ-KMeans."""
+    if standard_error is not None and abs(difference) <= 2 * standard_error:
+        return "same"
+    return "higher" if difference > 0 else "lower"
+
+
+def unconverged_epochs(recalls: dict[str, dict[str, Any]]) -> float | None:
+    """The most epochs any key-point generator trained, when that is below CONVERGED_EPOCHS."""
+    epochs = [found["epochs"] for found in recalls.values() if found.get("epochs") is not None]
+    return max(epochs) if epochs and max(epochs) < CONVERGED_EPOCHS else None
+
+
+def acts_on_scale(row: AblationRow) -> bool:
+    """The remedy changes the scale of the reconstruction loss (input scaling or its reduction)."""
+    return any(k in row.variant.overrides for k in ("input_scaling", "recon_loss"))
+
+
+# Lower is better for collisions and reconstruction error, higher for neighbour preservation.
+DIAGNOSTICS_LOWER_IS_BETTER = {"collision_rate": True, "neighbour_preservation": False, "reconstruction_error": True}
+
+
+def ahead_of_reference(fixed: dict[str, float], reference: dict[str, float]) -> dict[str, bool]:
+    """{diagnostic: the fixed RQ-VAE is strictly better than RQ-KMeans on it}."""
+    return {
+        key: fixed[key] < reference[key] if lower else fixed[key] > reference[key]
+        for key, lower in DIAGNOSTICS_LOWER_IS_BETTER.items()
+    }
+
+
+@dataclass(frozen=True)
+class TaskVerdict:
+    task: str  # search | rec
+    rqvae: float
+    rqkmeans: float
+    difference: float
+    standard_error: float | None
+    verdict: str  # same | higher | lower (recall_verdict)
+
+
+@dataclass(frozen=True)
+class AnswerFacts:
+    """Everything the answer states, computed from the ablation rows and the key points' recalls."""
+
+    reference: dict[str, float]
+    naive: dict[str, float]
+    fixed: dict[str, float]
+    naive_collapsed: bool
+    fixes: list[AblationRow]  # alone on the naive model, healthy
+    partial: list[AblationRow]  # alone, neither healthy nor collapsed
+    useless: list[AblationRow]  # alone, still collapsed
+    fixes_act_on_scale: bool  # every fix changes the reconstruction loss's scale
+    best_alone: AblationRow | None  # fewest collisions alone (None: no remedy tried alone)
+    hurts_most: AblationRow | None  # most collisions once left out of the fixed recipe
+    redundancy: str  # none | some | all | all_and_several_suffice_alone (recipe healthy without...)
+    redundant: list[AblationRow]  # left-out rows still healthy
+    first_healthy_on_path: AblationRow | None  # None also when the naive model is already healthy
+    ahead: dict[str, bool]  # ahead_of_reference(fixed, reference)
+    recalls_measured: bool  # both rqvae and rqkmeans have recalls
+    verdicts: list[TaskVerdict]
+    unconverged_epochs: float | None
+    conclusion: str  # lower | same | not_lower (only with verdicts)
+    naive_recall: tuple[float, float] | None  # (search, rec) of rqvae_naive
+
+
 def _by_group(rows: Sequence[AblationRow], group: str) -> list[AblationRow]:
     return [r for r in rows if r.variant.group == group]
 
@@ -180,150 +273,158 @@ def _one(rows: Sequence[AblationRow], group: str) -> AblationRow:
     return found[0]
 
 
-def _describe(metrics: dict[str, float], codebook_size: int) -> str:
-    used = round(metrics["codebook_usage_level_1"] * codebook_size)
-    return (
-        f"{used} of {codebook_size} level-1 codes used, collisions {metrics['collision_rate']:.3f}, "
-        f"neighbour preservation {metrics['neighbour_preservation']:.3f} (random {metrics['neighbour_preservation_random']:.3f}), "
-        f"reconstruction error {metrics['reconstruction_error']:.3f}"
-    )
-
-
-def answer(rows: Sequence[AblationRow], codebook_size: int, recalls: dict[str, dict[str, Any]] | None = None) -> list[str]:
-    """The plain answer, one paragraph per question, every claim computed from ``rows``/``recalls``.
-
-    ``recalls``: {quantizer: {"search": float, "rec": float, "search_n": int|None, "rec_n": int|None}}.
-    """
+def answer_facts(
+    rows: Sequence[AblationRow], recalls: dict[str, dict[str, Any]] | None = None
+) -> AnswerFacts:
+    """``recalls``: {quantizer: {"search": float, "rec": float, "search_n": int|None, "rec_n": int|None}}."""
     reference = _one(rows, "reference").metrics
     naive = _one(rows, "naive").metrics
     fixed = _one(rows, "fixed").metrics
     alone = _by_group(rows, "alone")
-    out = []
-
-    # 1. What made RQ-VAE collapse?
-    if collapsed(naive):
-        fixes = [r for r in alone if healthy(r.metrics, reference)]
-        partial = [r for r in alone if not healthy(r.metrics, reference) and not collapsed(r.metrics)]
-        useless = [r for r in alone if collapsed(r.metrics)]
-        text = (
-            f"**What made RQ-VAE collapse.** With the library defaults RQ-VAE collapsed: {_describe(naive, codebook_size)} "
-            f"(RQ-KMeans: {_describe(reference, codebook_size)}). "
-        )
-        if fixes:
-            text += (
-                "Alone, " + " and ".join(f"`{_remedy(r)}`" for r in fixes)
-                + (" restores" if len(fixes) == 1 else " each restore") + " full code use and "
-                "RQ-KMeans-level collisions, so the collapse is caused by what "
-                + ("it changes. " if len(fixes) == 1 else "they change. ")
-            )
-            scale_fix = [r for r in fixes if any(k in r.variant.overrides for k in ("input_scaling", "recon_loss"))]
-            if scale_fix:
-                text += (
-                    "Both fixes of that kind act on the scale of the reconstruction loss (unit-norm sentence embeddings have a "
-                    "per-dimension variance near 1/dim, so a per-dimension mean squared error is tiny next to the commitment "
-                    "term, and the encoder's cheapest solution is to shrink its latents onto one codeword). "
-                    if len(scale_fix) == len(fixes)
-                    else ""
-                )
-        else:
-            text += "No single remedy alone restores full code use with RQ-KMeans-level collisions. "
-        if partial:
-            text += "Partly helping: " + ", ".join(f"`{_remedy(r)}` (collisions {r.metrics['collision_rate']:.3f})" for r in partial) + ". "
-        if useless:
-            text += "No help at all (still collapsed): " + ", ".join(f"`{_remedy(r)}`" for r in useless) + "."
-        out.append(text.strip())
+    left_out = _by_group(rows, "leave-one-out")
+    fixes = [r for r in alone if healthy(r.metrics, reference)]
+    redundant = [r for r in left_out if healthy(r.metrics, reference)]
+    if not redundant:
+        redundancy = "none"
+    elif len(redundant) < len(left_out):
+        redundancy = "some"
     else:
-        out.append(
-            f"**What made RQ-VAE collapse.** In this run the naive RQ-VAE did not collapse ({_describe(naive, codebook_size)}); "
-            f"RQ-KMeans: {_describe(reference, codebook_size)}. The paper's collapse is not reproduced by these settings."
-        )
+        redundancy = "all_and_several_suffice_alone" if len(fixes) > 1 else "all"
+    path = [r for r in rows if r.variant.group in ("naive", "path", "fixed")]
+    turned = next((r for r in path if healthy(r.metrics, reference)), None)
 
-    # 2. Which fix matters most?
-    if alone:
-        best_alone = min(alone, key=lambda r: (r.metrics["collision_rate"], -r.metrics["codebook_usage_level_1"]))
-        text = (
-            f"**Which fix matters most.** Applied alone, `{_remedy(best_alone)}` does the most "
-            f"(collisions {naive['collision_rate']:.3f} → {best_alone.metrics['collision_rate']:.3f}, level-1 use "
-            f"{naive['codebook_usage_level_1']:.3f} → {best_alone.metrics['codebook_usage_level_1']:.3f}). "
-        )
-        left_out = _by_group(rows, "leave-one-out")
-        if left_out:
-            worst = max(left_out, key=lambda r: (r.metrics["collision_rate"], -r.metrics["codebook_usage_level_1"]))
-            hurts = worst.metrics["collision_rate"] - fixed["collision_rate"]
-            text += (
-                f"Removed from the fixed recipe, `{next(iter(worst.variant.overrides))}` hurts most "
-                f"(collisions {fixed['collision_rate']:.3f} → {worst.metrics['collision_rate']:.3f}, {hurts:+.3f})"
-            )
-            redundant = [r for r in left_out if healthy(r.metrics, reference)]
-            if redundant and len(redundant) < len(left_out):
-                text += "; the recipe stays healthy without " + ", ".join(f"`{next(iter(r.variant.overrides))}`" for r in redundant)
-            elif redundant:
-                text += "; but the recipe stays healthy without any one of its remedies"
-                if sum(healthy(r.metrics, reference) for r in alone) > 1:
-                    text += ", since more than one of them suffices alone"
-            text += ". "
-        path = [r for r in rows if r.variant.group in ("naive", "path", "fixed")]
-        turned = next((r for r in path if healthy(r.metrics, reference)), None)
-        if turned is not None and turned.variant.group != "naive":
-            text += f"On the path from naive to fixed, the model is first healthy at \"{turned.variant.label}\"."
-        out.append(text.strip())
+    def worst_first(r: AblationRow) -> tuple[float, float]:
+        return r.metrics["collision_rate"], -r.metrics["codebook_usage_level_1"]
 
-    # 3. Does a correctly trained RQ-VAE match RQ-KMeans?
-    better = {
-        "collisions": fixed["collision_rate"] < reference["collision_rate"],
-        "neighbour preservation": fixed["neighbour_preservation"] > reference["neighbour_preservation"],
-        "reconstruction error": fixed["reconstruction_error"] < reference["reconstruction_error"],
-    }
-    wins = [k for k, v in better.items() if v]
-    losses = [k for k, v in better.items() if not v]
-    text = (
-        f"**Does a correctly trained RQ-VAE match RQ-KMeans?** On the code diagnostics the fixed RQ-VAE "
-        f"({_describe(fixed, codebook_size)}) is "
-        + (
-            "ahead of RQ-KMeans on all of collisions, neighbour preservation and reconstruction error"
-            if not losses
-            else "behind RQ-KMeans on all of them" if not wins
-            else f"ahead on {', '.join(wins)} and behind on {', '.join(losses)}"
-        )
-        + ". "
-    )
-    if recalls and "rqvae" in recalls and "rqkmeans" in recalls:
-        verdicts = []
+    verdicts = []
+    recalls_measured = bool(recalls) and "rqvae" in recalls and "rqkmeans" in recalls
+    if recalls_measured:
         for task in ("search", "rec"):
             a, b = recalls["rqvae"].get(task), recalls["rqkmeans"].get(task)
             if a is None or b is None:
                 continue
             diff, se = recall_difference(a, b, recalls["rqvae"].get(f"{task}_n"))
-            if se is not None and abs(diff) <= 2 * se:
-                verdict = "indistinguishable within 2 standard errors"
-            else:
-                verdict = "RQ-VAE higher" if diff > 0 else "RQ-VAE lower"
-            se_text = f", SE {se:.3f}" if se is not None else ""
-            verdicts.append(f"{task} Recall@30 {a:.3f} vs {b:.3f} ({diff:+.3f}{se_text}: {verdict})")
-        if verdicts:
-            epochs = [found["epochs"] for found in recalls.values() if found.get("epochs") is not None]
-            budget = (
-                f", generators of at most {max(epochs):.2f} epochs: an unconverged budget, see the end-to-end table"
-                if epochs and max(epochs) < CONVERGED_EPOCHS
-                else ""
-            )
-            text += f"End to end (one seed{budget}): " + "; ".join(verdicts) + ". "
-            lower = [v for v in verdicts if "RQ-VAE lower" in v]
-            if lower:
-                text += "So RQ-VAE still loses to RQ-KMeans where it says lower, even trained correctly."
-            elif all("indistinguishable" in v for v in verdicts):
-                text += "So, trained correctly, RQ-VAE matches RQ-KMeans within what one seed can tell apart."
-            else:
-                text += "So, trained correctly, RQ-VAE does not lose to RQ-KMeans here."
-        if "rqvae_naive" in recalls and recalls["rqvae_naive"].get("search") is not None:
-            text += (
-                f" The naive RQ-VAE reaches search Recall@30 {recalls['rqvae_naive']['search']:.3f} "
-                f"and rec {recalls['rqvae_naive'].get('rec', float('nan')):.3f}."
-            )
+            verdicts.append(TaskVerdict(task, a, b, diff, se, recall_verdict(diff, se)))
+    kinds = [v.verdict for v in verdicts]
+    naive_found = (recalls or {}).get("rqvae_naive") if recalls_measured else None
+    return AnswerFacts(
+        reference=reference,
+        naive=naive,
+        fixed=fixed,
+        naive_collapsed=collapsed(naive),
+        fixes=fixes,
+        partial=[r for r in alone if not healthy(r.metrics, reference) and not collapsed(r.metrics)],
+        useless=[r for r in alone if collapsed(r.metrics)],
+        fixes_act_on_scale=bool(fixes) and all(acts_on_scale(r) for r in fixes),
+        best_alone=min(alone, key=worst_first) if alone else None,
+        hurts_most=max(left_out, key=lambda r: (r.metrics["collision_rate"], -r.metrics["codebook_usage_level_1"]))
+        if left_out
+        else None,
+        redundancy=redundancy,
+        redundant=redundant,
+        first_healthy_on_path=turned if turned is not None and turned.variant.group != "naive" else None,
+        ahead=ahead_of_reference(fixed, reference),
+        recalls_measured=recalls_measured,
+        verdicts=verdicts,
+        unconverged_epochs=unconverged_epochs(recalls) if verdicts else None,
+        conclusion="lower" if "lower" in kinds else "same" if all(k == "same" for k in kinds) else "not_lower",
+        naive_recall=(naive_found["search"], naive_found.get("rec", float("nan")))
+        if naive_found and naive_found.get("search") is not None
+        else None,
+    )
+
+
+def _describe(metrics: dict[str, float], codebook_size: int) -> str:
+    return say(
+        "describe",
+        used=round(metrics["codebook_usage_level_1"] * codebook_size),
+        codebook_size=codebook_size,
+        collisions=f"{metrics['collision_rate']:.3f}",
+        neighbours=f"{metrics['neighbour_preservation']:.3f}",
+        neighbours_random=f"{metrics['neighbour_preservation_random']:.3f}",
+        reconstruction_error=f"{metrics['reconstruction_error']:.3f}",
+    )
+
+
+def _code(names: Sequence[str], separator: str = ", ") -> str:
+    return separator.join(f"`{name}`" for name in names)
+
+
+def _option(row: AblationRow) -> str:
+    return next(iter(row.variant.overrides))
+
+
+def render_answer(facts: AnswerFacts, codebook_size: int) -> list[str]:
+    """One paragraph per question: the template's snippets chosen by ``facts``, filled with its numbers."""
+    naive, reference, fixed = facts.naive, facts.reference, facts.fixed
+    paragraphs = []
+
+    # 1. What made RQ-VAE collapse?
+    described = {"naive": _describe(naive, codebook_size), "reference": _describe(reference, codebook_size)}
+    if facts.naive_collapsed:
+        sentences = [say("collapse.yes", **described)]
+        if facts.fixes:
+            number = "one" if len(facts.fixes) == 1 else "several"
+            sentences.append(say(f"fixes.{number}", fixes=_code([_remedy(r) for r in facts.fixes], " and ")))
+            if facts.fixes_act_on_scale:
+                sentences.append(say("fixes_act_on_scale"))
+        else:
+            sentences.append(say("fixes.none"))
+        if facts.partial:
+            items = [say("partly_helping.item", remedy=_code([_remedy(r)]), collisions=f"{r.metrics['collision_rate']:.3f}")
+                     for r in facts.partial]  # fmt: skip
+            sentences.append(say("partly_helping", remedies=", ".join(items)))
+        if facts.useless:
+            sentences.append(say("no_help", remedies=_code([_remedy(r) for r in facts.useless])))
     else:
-        text += "Search/rec Recall@30 of the key points were not measured in this report (see the table below)."
-    out.append(text.strip())
-    return out
+        sentences = [say("collapse.no", **described)]
+    paragraphs.append(" ".join(sentences))
+
+    # 2. Which fix matters most?
+    if facts.best_alone is not None:
+        best = facts.best_alone.metrics
+        sentences = [say("best_alone", remedy=_remedy(facts.best_alone),
+                         naive_collisions=f"{naive['collision_rate']:.3f}", collisions=f"{best['collision_rate']:.3f}",
+                         naive_usage=f"{naive['codebook_usage_level_1']:.3f}", usage=f"{best['codebook_usage_level_1']:.3f}")]  # fmt: skip
+        if facts.hurts_most is not None:
+            worst = facts.hurts_most.metrics
+            redundancy = say(f"redundancy.{facts.redundancy}", options=_code([_option(r) for r in facts.redundant]))
+            sentences.append(say("hurts_most", option=_option(facts.hurts_most),
+                                 fixed_collisions=f"{fixed['collision_rate']:.3f}", collisions=f"{worst['collision_rate']:.3f}",
+                                 difference=f"{worst['collision_rate'] - fixed['collision_rate']:+.3f}", redundancy=redundancy))  # fmt: skip
+        if facts.first_healthy_on_path is not None:
+            sentences.append(say("first_healthy_on_path", label=facts.first_healthy_on_path.variant.label))
+        paragraphs.append(" ".join(sentences))
+
+    # 3. Does a correctly trained RQ-VAE match RQ-KMeans?
+    ahead = [say(f"diagnostic.{k}") for k, v in facts.ahead.items() if v]
+    behind = [say(f"diagnostic.{k}") for k, v in facts.ahead.items() if not v]
+    comparison = "ahead" if not behind else "behind" if not ahead else "mixed"
+    sentences = [say(f"diagnostics.{comparison}", fixed=_describe(fixed, codebook_size), ahead=", ".join(ahead), behind=", ".join(behind))]
+    if not facts.recalls_measured:
+        sentences.append(say("recalls.unmeasured"))
+    else:
+        if facts.verdicts:
+            verdicts = [
+                say("verdict", task=v.task, rqvae=f"{v.rqvae:.3f}", rqkmeans=f"{v.rqkmeans:.3f}", difference=f"{v.difference:+.3f}",
+                    standard_error="" if v.standard_error is None else say("verdict.standard_error", standard_error=f"{v.standard_error:.3f}"),
+                    verdict=say(f"verdict.{v.verdict}"))
+                for v in facts.verdicts
+            ]  # fmt: skip
+            budget = "" if facts.unconverged_epochs is None else say("end_to_end.unconverged_budget", epochs=f"{facts.unconverged_epochs:.2f}")
+            sentences.append(say("end_to_end", budget=budget, verdicts="; ".join(verdicts)))
+            sentences.append(say(f"conclusion.{facts.conclusion}"))
+        if facts.naive_recall is not None:
+            search, rec = facts.naive_recall
+            sentences.append(say("naive_recall", search=f"{search:.3f}", rec=f"{rec:.3f}"))
+    paragraphs.append(" ".join(sentences))
+    return paragraphs
+
+
+def answer(rows: Sequence[AblationRow], codebook_size: int, recalls: dict[str, dict[str, Any]] | None = None) -> list[str]:
+    """The plain answer, one paragraph per question, every claim computed from ``rows``/``recalls``
+    (answer_facts) and worded by the template (render_answer)."""
+    return render_answer(answer_facts(rows, recalls), codebook_size)
 
 
 def _remedy(row: AblationRow) -> str:
@@ -398,15 +499,9 @@ def recall_table(recalls: dict[str, dict[str, Any]]) -> list[str]:
             f"| {quantizer} | " + " | ".join("—" if v is None else f"{v:.3f}" for v in cells)
             + f" | {'—' if epochs is None else f'{epochs:.2f}'} | `{found['experiment']}` |"
         )  # fmt: skip
-    trained = [found["epochs"] for found in recalls.values() if found.get("epochs") is not None]
-    if trained and max(trained) < CONVERGED_EPOCHS:
-        lines += [
-            "",
-            f"These generators trained {max(trained):.2f} epochs at most (their time budget). Below "
-            f"~{CONVERGED_EPOCHS} epochs the generator's search recall is far from converged (README, train_t5: "
-            "\"How much of the CPU generator's weakness is budget\"), so end-to-end differences here are "
-            "measured under a small fixed budget; the code diagnostics above do not depend on it.",
-        ]
+    epochs = unconverged_epochs(recalls)
+    if epochs is not None:
+        lines += ["", say("recall_table.undertrained", epochs=f"{epochs:.2f}", converged_epochs=CONVERGED_EPOCHS)]
     return lines
 
 
@@ -419,47 +514,33 @@ def render_report(
     from semid.results import PAPER_LABEL, PAPER_QUANTIZERS
 
     paper_vae, paper_km = PAPER_QUANTIZERS["rqvae"], PAPER_QUANTIZERS["rqkmeans"]
-    lines = [
-        "# Why did RQ-VAE collapse? (`make report`)",
-        "",
-        f"The paper (Penha et al. 2025) measured search Recall@30 {paper_vae[0]:.3f} for RQ-VAE against "
-        f"{paper_km[0]:.3f} for RQ-KMeans on multi-task embeddings ({PAPER_LABEL}) and left open why. "
-        "This report refits both, and every step between them, on one set of item embeddings.",
-        "",
-        f"Setting: {setting['items']:,} items × {setting['dim']} dims from {setting.get('source', '`data/embeddings`')} "
-        f"(embedding method `{setting['embedding']}`, model {setting['model']}, space `{setting['space']}`), "
-        f"{setting['levels']} levels × {setting['codebook_size']} codes, seed {setting['seed']}, "
-        f"RQ-VAE steps {setting['steps']}, {setting['threads']} torch thread(s); total {setting['seconds']:,.0f} s. "
-        f"Generated {setting['generated']}.",
-        "",
-        "## The answer",
-        "",
-        *[p + "\n" for p in answer(rows, setting["codebook_size"], recalls)],
-        "## Ablation",
-        "",
-        "Rows: the reference, the library defaults, each remedy alone on the naive model, the path adding the "
-        "recipe's remedies one at a time, the fixed recipe, and the fixed recipe minus each remedy. "
-        "\"neighbours\": share of each item's 10 cosine nearest neighbours that share its first code (in brackets "
-        "the same for the first codes shuffled). \"recon err\": mean ‖x − x̂‖ / ‖x‖.",
-        "",
-        *ablation_table(rows),
-        "",
-        f"![ablation]({plot_name})",
-        "",
-        "## End to end: search and rec Recall@30 of the key points",
-        "",
-        "Full pipeline (train_t5 + evaluate on these IDs), from DVC experiments of "
-        f"`embedding={setting['embedding']}` (`dvc exp show`); one seed.",
-        "",
-        *recall_table(recalls),
-        "",
-        "Criteria used by the answer: *collapsed* = level-1 code use ≤ "
-        f"{COLLAPSE_USAGE:.0%}; *healthy* = level-1 code use ≥ {HEALTHY_USAGE:.0%} and collisions at most "
-        f"{HEALTHY_COLLISION_MARGIN:.2f} above RQ-KMeans; recall differences within 2 binomial standard errors are "
-        "called indistinguishable.",
-        "",
-    ]
-    return "\n".join(lines)
+    report = say(
+        "report",
+        paper_rqvae_search=f"{paper_vae[0]:.3f}",
+        paper_rqkmeans_search=f"{paper_km[0]:.3f}",
+        paper_label=PAPER_LABEL,
+        items=f"{setting['items']:,}",
+        dim=setting["dim"],
+        source=setting.get("source", "`data/embeddings`"),
+        embedding=setting["embedding"],
+        model=setting["model"],
+        space=setting["space"],
+        levels=setting["levels"],
+        codebook_size=setting["codebook_size"],
+        seed=setting["seed"],
+        steps=setting["steps"],
+        threads=setting["threads"],
+        seconds=f"{setting['seconds']:,.0f}",
+        generated=setting["generated"],
+        answer="\n".join(p + "\n" for p in answer(rows, setting["codebook_size"], recalls)),
+        ablation_table="\n".join(ablation_table(rows)),
+        plot_name=plot_name,
+        recall_table="\n".join(recall_table(recalls)),
+        collapse_usage=f"{COLLAPSE_USAGE:.0%}",
+        healthy_usage=f"{HEALTHY_USAGE:.0%}",
+        healthy_collision_margin=f"{HEALTHY_COLLISION_MARGIN:.2f}",
+    )
+    return report + "\n"
 
 
 def key_point_recalls(root: Path, embedding: str, data_label: str, run_missing: bool, jobs: int = 1) -> dict[str, dict[str, Any]]:
