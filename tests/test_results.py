@@ -142,6 +142,19 @@ def test_paper_numbers_match_the_reference_transcription():
         assert (float(row.group(1)), float(row.group(2))) == numbers, quantizer
 
 
+def test_paper_numbers_come_from_the_packaged_data_file_that_names_its_source():
+    from semid.results import PAPER_EMBEDDINGS, PAPER_LABEL, PAPER_QUANTIZERS, load_paper_results
+
+    paper = load_paper_results()
+    assert paper["source"]["authors"] == "Penha et al." and paper["source"]["year"] == 2025
+    assert "Semantic IDs for Joint Generative Search and Recommendation" in paper["source"]["title"]
+    assert "RecSys" in paper["source"]["venue"] and "Results, Recall@30" in paper["source"]["transcription"]
+    assert PAPER_LABEL == paper["label"]
+    assert PAPER_EMBEDDINGS["content"] == (0.013, 0.023, None, None)
+    assert list(PAPER_QUANTIZERS) == [*paper["quantizers"]["rows"], "rqvae_naive"]
+    assert PAPER_QUANTIZERS["rqvae_naive"] == PAPER_QUANTIZERS["rqvae"] == (0.002, 0.024)
+
+
 def test_no_experiment_gives_a_table_that_says_what_to_run(tmp_path):
     from semid.results import write_results
 

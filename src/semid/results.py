@@ -15,35 +15,43 @@ from __future__ import annotations
 
 import argparse
 import json
+from importlib import resources
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from semid.config import EMBEDDING_METHODS, QUANTIZERS
 from semid.experiments import Experiment, parse_show, show
 
-PAPER_LABEL = "paper: ML-25M, Gemini queries, flan-t5-base — different data"
-# Penha et al. 2025, Recall@30, transcribed in shared/reference/paper.md (a test keeps them in step).
+PAPER_COLUMNS = {"embeddings": ["search", "rec", "rec_head", "rec_torso"], "quantizers": ["search", "rec"]}
+
+
+def load_paper_results() -> dict:
+    """semid/reference/paper_results.yaml: the paper's Recall@30 tables and where they come from
+    (its ``source``); each table's columns are checked against the order this module reads."""
+    import yaml
+
+    paper = yaml.safe_load(resources.files("semid").joinpath("reference", "paper_results.yaml").read_text(encoding="utf-8"))
+    for table, columns in PAPER_COLUMNS.items():
+        rows = paper[table]["rows"]
+        if paper[table]["columns"] != columns or any(len(numbers) != len(columns) for numbers in rows.values()):
+            raise ValueError(f"paper_results.yaml: table {table!r} must have the columns {columns} in every row")
+    return paper
+
+
+_PAPER = load_paper_results()
+PAPER_LABEL: str = _PAPER["label"]
 # embedding method -> (search, rec all, rec head, rec torso); None where the paper gives no number.
 PAPER_EMBEDDINGS: dict[str, tuple[float | None, float | None, float | None, float | None]] = {
-    "content": (0.013, 0.023, None, None),
-    "search": (0.072, 0.026, 0.090, 0.070),
-    "rec": (0.004, 0.062, 0.170, 0.035),
-    "separate": (0.028, 0.032, 0.120, 0.051),
-    "prefix-share": (0.007, 0.021, 0.058, 0.010),
-    "concat": (0.048, 0.018, 0.045, 0.041),
-    "svd": (0.033, 0.038, 0.105, 0.060),
-    "multitask": (0.046, 0.049, 0.135, 0.024),
+    method: tuple(numbers) for method, numbers in _PAPER["embeddings"]["rows"].items()
 }
-PAPER_QUANTIZER_EMBEDDING = "multitask"
-# quantizer on multi-task embeddings -> (search, rec)
+PAPER_QUANTIZER_EMBEDDING: str = _PAPER["quantizers"]["embedding"]
+# quantizer on the paper's multi-task embeddings -> (search, rec)
 PAPER_QUANTIZERS: dict[str, tuple[float, float]] = {
-    "rqkmeans": (0.046, 0.049),
-    "dictlearn": (0.019, 0.029),
-    "rlfq": (0.018, 0.023),
-    "rqvae": (0.002, 0.024),
+    quantizer: tuple(numbers) for quantizer, numbers in _PAPER["quantizers"]["rows"].items()
 }
-# The paper names one "RQ-VAE" without its recipe; its number sits beside both of ours.
-PAPER_QUANTIZERS["rqvae_naive"] = PAPER_QUANTIZERS["rqvae"]
+for _ours, _papers in _PAPER["quantizers"].get("same_as", {}).items():
+    PAPER_QUANTIZERS[_ours] = PAPER_QUANTIZERS[_papers]
+
 METHOD_LABELS = {
     "content": "content",
     "search": "search-tuned",
