@@ -13,11 +13,16 @@ from semid.report import (
     CONVERGED_EPOCHS,
     AblationRow,
     Variant,
+    _describe,
     ablation_variants,
     answer,
+    answer_facts,
+    parse_snippets,
     recall_table,
     recipe_remedies,
     run_ablation,
+    say,
+    snippets,
 )
 
 CODEBOOK = 16
@@ -108,8 +113,13 @@ def _row(label, group, usage, collisions, neighbours=0.2, recon=0.6, overrides=N
     return AblationRow(Variant(label, quantizer, overrides or {}, group), metrics, 1.0)
 
 
+def _remedies(rows):
+    return [", ".join(f"{k}={v}" for k, v in r.variant.overrides.items()) for r in rows]
+
+
 def test_answer_follows_the_numbers_not_a_script():
-    """The same code says 'collapsed, fixed by X, still loses' or the opposite, as measured."""
+    """The same code finds 'collapsed, fixed by X, still loses' or the opposite, as measured, and
+    the text says exactly what the template's snippets for those facts say."""
     collapse = [
         _row("rqkmeans", "reference", 1.0, 0.25, 0.30, 0.57),
         _row("naive", "naive", 0.004, 0.998),
@@ -121,15 +131,29 @@ def test_answer_follows_the_numbers_not_a_script():
     ]
     recalls = {"rqkmeans": {"search": 0.30, "rec": 0.05, "search_n": 1000, "rec_n": 610},
                "rqvae": {"search": 0.20, "rec": 0.05, "search_n": 1000, "rec_n": 610}}  # fmt: skip
+    facts = answer_facts(collapse, recalls)
+    assert facts.naive_collapsed and facts.fixes_act_on_scale
+    assert _remedies(facts.fixes) == ["recon_loss=sum"] and _remedies(facts.useless) == ["kmeans_init=True"]
+    assert facts.partial == [] and _remedies([facts.best_alone]) == ["recon_loss=sum"]
+    assert _remedies([facts.hurts_most]) == ["input_scaling=none"]
+    assert facts.redundancy == "some" and _remedies(facts.redundant) == ["recon_loss=mean"]
+    assert facts.first_healthy_on_path.variant.label == "fixed"
+    assert facts.ahead == {"collision_rate": False, "neighbour_preservation": False, "reconstruction_error": False}
+    assert [(v.task, v.verdict) for v in facts.verdicts] == [("search", "lower"), ("rec", "same")]
+    assert facts.verdicts[0].difference == pytest.approx(-0.1) and facts.verdicts[0].standard_error > 0
+    assert facts.conclusion == "lower" and facts.unconverged_epochs is None and facts.naive_recall is None
     text = "\n".join(answer(collapse, 256, recalls))
-    assert "collapsed: 1 of 256 level-1 codes used" in text
-    assert "`recon_loss=sum` restores full code use" in text
-    assert "No help at all (still collapsed): `kmeans_init=True`" in text
-    assert "`input_scaling` hurts most" in text
-    assert "behind RQ-KMeans on all of them" in text
-    assert "search Recall@30 0.200 vs 0.300 (-0.100" in text and "RQ-VAE lower" in text
-    assert "rec Recall@30 0.050 vs 0.050 (+0.000" in text and "indistinguishable" in text
-    assert "still loses" in text and "epochs" not in text
+    # the template's snippets for these facts, filled with these numbers
+    assert say("collapse.yes", naive=_describe(collapse[1].metrics, 256), reference=_describe(collapse[0].metrics, 256)) in text
+    assert "1 of 256 level-1 codes used, collisions 0.998" in _describe(collapse[1].metrics, 256)
+    assert say("fixes.one", fixes="`recon_loss=sum`") in text and say("fixes_act_on_scale") in text
+    assert say("no_help", remedies="`kmeans_init=True`") in text
+    assert say("diagnostics.behind", fixed=_describe(collapse[4].metrics, 256)) in text
+    assert say("conclusion.lower") in text and say("conclusion.same") not in text
+    assert say("verdict", task="search", rqvae="0.200", rqkmeans="0.300", difference="-0.100",
+               standard_error=say("verdict.standard_error", standard_error=f"{facts.verdicts[0].standard_error:.3f}"),
+               verdict=say("verdict.lower")) in text  # fmt: skip
+    assert say("end_to_end.unconverged_budget", epochs="1.80") not in text
 
     # two scale fixes that each suffice: no remedy is indispensable; an unconverged budget is named
     redundant = [
@@ -140,10 +164,13 @@ def test_answer_follows_the_numbers_not_a_script():
         _row("fixed - input_scaling", "leave-one-out", 1.0, 0.33, overrides={"input_scaling": "none"}),
     ]
     short_budget = {q: {**found, "epochs": 1.8} for q, found in recalls.items()}
+    facts = answer_facts(redundant, short_budget)
+    assert _remedies(facts.fixes) == ["recon_loss=sum", "input_scaling=standardize"] and facts.fixes_act_on_scale
+    assert facts.redundancy == "all_and_several_suffice_alone" and facts.unconverged_epochs == 1.8
     text = "\n".join(answer(redundant, 256, short_budget))
-    assert "`recon_loss=sum` and `input_scaling=standardize` each restore full code use" in text
-    assert "stays healthy without any one of its remedies, since more than one of them suffices alone" in text
-    assert "generators of at most 1.80 epochs" in text
+    assert say("fixes.several", fixes="`recon_loss=sum` and `input_scaling=standardize`") in text
+    assert say("redundancy.all_and_several_suffice_alone") in text
+    assert say("end_to_end.unconverged_budget", epochs="1.80") in text
 
     no_collapse = [
         _row("rqkmeans", "reference", 1.0, 0.25, 0.20, 0.60),
@@ -152,9 +179,36 @@ def test_answer_follows_the_numbers_not_a_script():
     ]
     even = {"rqkmeans": {"search": 0.04, "rec": 0.05, "search_n": 1000, "rec_n": 610},
             "rqvae": {"search": 0.041, "rec": 0.05, "search_n": 1000, "rec_n": 610}}  # fmt: skip
-    text = "\n".join(answer(no_collapse, 256, even))
-    assert "did not collapse" in text and "ahead of RQ-KMeans on all of" in text
-    assert "matches RQ-KMeans within what one seed can tell apart" in text and "still loses" not in text
+    facts = answer_facts(no_collapse, even)
+    assert not facts.naive_collapsed and facts.best_alone is None and all(facts.ahead.values())
+    assert facts.conclusion == "same" and [v.verdict for v in facts.verdicts] == ["same", "same"]
+    paragraphs = answer(no_collapse, 256, even)
+    assert len(paragraphs) == 2  # no remedy was tried alone: no "which fix" paragraph
+    assert paragraphs[0] == say("collapse.no", naive=_describe(no_collapse[1].metrics, 256), reference=_describe(no_collapse[0].metrics, 256))
+    assert say("diagnostics.ahead", fixed=_describe(no_collapse[2].metrics, 256)) in paragraphs[1]
+    assert say("conclusion.same") in paragraphs[1] and say("conclusion.lower") not in paragraphs[1]
+    assert answer(no_collapse, 256)[1].endswith(say("recalls.unmeasured"))
+
+
+def test_the_template_has_every_snippet_the_code_asks_for_and_no_stray_ones():
+    """Each snippet name render_answer/recall_table/render_report can pick exists, and each filled
+    snippet leaves no placeholder behind."""
+    import re
+    from pathlib import Path
+
+    source = (Path(__file__).parents[1] / "src" / "semid" / "report.py").read_text()
+    names = set(snippets())
+    fixed = set(re.findall(r'say\(\s*"([\w.]+)"', source))
+    assert fixed <= names
+    chosen = {"collapse.yes", "collapse.no", "fixes.one", "fixes.several", "fixes.none", "diagnostics.ahead",
+              "diagnostics.behind", "diagnostics.mixed", "verdict.same", "verdict.higher", "verdict.lower",
+              "conclusion.lower", "conclusion.same", "conclusion.not_lower", "redundancy.none", "redundancy.some",
+              "redundancy.all", "redundancy.all_and_several_suffice_alone", "diagnostic.collision_rate",
+              "diagnostic.neighbour_preservation", "diagnostic.reconstruction_error"}  # fmt: skip
+    assert names == fixed | chosen
+    assert parse_snippets("comment\n[[a]]\nx $y\n\n[[b]]\n; z\n")["b"].template == "; z"
+    with pytest.raises(KeyError):
+        say("verdict", task="search")
 
 
 def test_recall_table_says_when_the_generators_were_undertrained():
@@ -164,9 +218,9 @@ def test_recall_table_says_when_the_generators_were_undertrained():
     short = "\n".join(recall_table({"rqkmeans": point(1.81), "rqvae": point(1.67)}))
     assert "| rqkmeans | 0.012 | 0.089 | 0.400 | 0.020 | 1.81 | `e` |" in short
     assert "| rqvae_naive | — | — | — | — | — | not run |" in short
-    assert "trained 1.81 epochs at most" in short
+    assert say("recall_table.undertrained", epochs="1.81", converged_epochs=CONVERGED_EPOCHS) in short
     long = "\n".join(recall_table({"rqkmeans": point(CONVERGED_EPOCHS + 8.0)}))
-    assert "epochs at most" not in long
+    assert say("recall_table.undertrained", epochs=f"{CONVERGED_EPOCHS + 8.0:.2f}", converged_epochs=CONVERGED_EPOCHS) not in long
 
 
 def test_make_report_writes_the_report_from_the_workspace_embeddings(dvc_repo, minilm_item_embeddings):
