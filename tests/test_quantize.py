@@ -62,6 +62,42 @@ def test_same_seed_gives_identical_codes(fitted, name):
     np.testing.assert_array_equal(again.encode(x), quantizers[name].encode(x))
 
 
+LEARNED = {"rqvae", "rqvae_naive", "rlfq"}  # trained by gradient steps: they record a curve
+
+
+@pytest.mark.parametrize("name", QUANTIZERS)
+def test_every_quantizer_has_the_protocol_curve(fitted, name):
+    # The quantize stage reads quantizer.curve unguarded: empty before a fit and for the
+    # quantizers that have no steps, one row per logged step (and the last) for the learned ones.
+    assert "curve" in Quantizer.__annotations__
+    assert make_quantizer(name, 2, 16, 7, FAST[name]).curve == []
+    curve = fitted[1][name].curve
+    if name not in LEARNED:
+        assert curve == []
+        return
+    steps, log_every = FAST[name]["steps"], FAST[name]["log_every"]
+    assert [row["step"] for row in curve] == [*range(0, steps, log_every), steps - 1]
+    for row in curve:
+        assert {"loss", "recon_loss", "commit_loss", "usage_level_1", "usage_level_2", "seconds"} <= set(row)
+        assert row["loss"] == pytest.approx(row["recon_loss"] + row["commit_loss"], rel=1e-5)
+        assert 0 < row["usage_level_1"] <= 1
+
+
+def test_a_diverging_fit_says_so_and_leaves_the_quantizer_unfitted():
+    x, _ = mixture(n=100)
+    quantizer = make_quantizer("rlfq", 2, 8, 0, FAST["rlfq"])
+
+    def nan_loss(model, batch):  # the shared loop must catch a non-finite loss before stepping
+        nan = model(batch[:, None, :])[2].sum() * float("nan")
+        return nan, nan
+
+    quantizer._forward_loss = nan_loss
+    with pytest.raises(QuantizeError, match="rlfq training diverged at step 0"):
+        quantizer.fit(x)
+    with pytest.raises(QuantizeError, match="call fit"):
+        quantizer.encode(x)
+
+
 def test_rqkmeans_first_level_recovers_clusters():
     from sklearn.metrics import adjusted_rand_score
 

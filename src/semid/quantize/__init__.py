@@ -9,6 +9,8 @@ params name in :data:`REGISTRY`:
 - ``dictlearn``: dictionary learning made discrete level by level (:mod:`.dictlearn`);
 - ``rlfq``: ``ResidualLFQ`` behind a learned projection (:mod:`.rlfq`).
 
+The two learned ones (rqvae, rlfq) share one training loop (:mod:`.training`).
+
 The registry holds import paths, not classes, so naming a quantizer never imports torch.
 """
 
@@ -30,6 +32,9 @@ class QuantizeError(SemidError, ValueError):
 class Quantizer(Protocol):
     levels: int
     codebook_size: int
+    # Training-curve rows of the last fit (step, loss, ..., one dict per logged step; the stage
+    # writes them to the DVC plot); empty for quantizers not trained by gradient steps.
+    curve: list[dict]
 
     def fit(self, x: np.ndarray) -> "Quantizer": ...
 

@@ -42,7 +42,7 @@ def main() -> None:
             found["fit_seconds"] = fit_seconds
             metrics.update({(f"{space}_{k}" if prefix_metrics else k): v for k, v in found.items()})
             tables.append(build_id_table(item_ids, codes, space, config.dedup))
-            curves.extend({"space": space, **row} for row in getattr(quantizer, "curve", []))
+            curves.extend({"space": space, **row} for row in quantizer.curve)
             print(
                 f"{name} [{space}]: usage/level {[round(found[f'codebook_usage_level_{l}'], 3) for l in range(1, config.levels + 1)]}, "
                 f"collisions {found['collision_rate']:.3f} (largest bucket {found['largest_bucket']}), "
