@@ -233,3 +233,27 @@ def test_a_git_rev_loads_from_the_local_dvc_cache(project, tmp_path):
         Pipeline(repo, rev="no-such-rev")
     with pytest.raises(ServeError, match="no DVC experiment named 'no-such-exp'"):
         Pipeline(repo, exp="no-such-exp")
+
+
+def test_run_layout_comes_from_the_artifacts_and_the_owners_file_names():
+    # semid.serve.runs spells the file in each stage folder (their owners import pandas or torch);
+    # the folders are semid.artifacts'. Both must agree with the code that writes them.
+    from semid import artifacts, data, embed, ids
+    from semid.generator import MODEL_DIR
+    from semid.generator.model import META_FILE
+    from semid.serve import runs
+
+    owners = {
+        "items": (artifacts.PREPARED, data.ITEMS_FILE),
+        "interactions": (artifacts.PREPARED, data.INTERACTIONS_FILE),
+        "ids": (artifacts.IDS, ids.IDS_FILE),
+        "embeddings": (artifacts.EMBEDDINGS, embed.EMBEDDINGS_FILE),
+        "generator": (artifacts.GENERATOR, f"{MODEL_DIR}/{META_FILE}"),
+    }
+    assert runs.ARTIFACTS == {
+        name: (f"{artifact.path}/{file}", artifact.stage) for name, (artifact, file) in owners.items()
+    }
+    assert runs.GENERATOR_MODEL == MODEL_DIR
+    stages = [artifact.stage for artifact in artifacts.ARTIFACTS]
+    assert list(runs.STAGE_ORDER) == sorted(set(stages), key=stages.index)
+    assert runs.STAGE_ORDER.index("quantize") < runs.STAGE_ORDER.index("train_t5") < runs.STAGE_ORDER.index("evaluate")
