@@ -121,10 +121,20 @@ def test_a_queued_grid_runs_skips_what_is_done_and_names_its_failed_experiment(r
     assert done[point.name].quantizer == "rqvae_naive" and not done["queued-broken"].finished
     # a second grid skips the point; --force drops the old result and queues it again
     assert queue_points(repo, [point]) == [] and "skip content-rqvae_naive" in capsys.readouterr().out
+    _stop_workers(repo)  # else the idle worker of the run above may take the re-queued point at once
     assert queue_points(repo, [point], force=True) == [point]
     assert {e.name: e.state for e in experiments.show(repo)}[point.name] == "queued"
     experiments.remove(repo, point.name)
     assert point.name not in {e.name for e in experiments.show(repo)}
+
+
+def _stop_workers(repo: Path, timeout_s: float = 60) -> None:
+    import time
+
+    dvc(repo, "queue", "stop")
+    deadline = time.monotonic() + timeout_s
+    while "Worker status: 0 active" not in dvc(repo, "queue", "status") and time.monotonic() < deadline:
+        time.sleep(1)
 
 
 def test_only_the_wrapper_reaches_dvc_and_plain_search_imports_none_of_it():
