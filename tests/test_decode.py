@@ -31,7 +31,8 @@ from semid.generator import (
     train_generator,
     train_text_tokenizer,
 )
-from semid.generator.decode import TrieTables, space_trie, trie_logits_processor
+from semid.generator import decode
+from semid.generator.decode import FILL_ROUNDS, TrieTables, space_trie, trie_logits_processor
 
 
 # Two shared cores: one torch thread per test process avoids oversubscription stalls.
@@ -104,19 +105,24 @@ def test_generate_items_matches_the_callback_decoder(
     # batches of 3 leave a last batch of 1: the constraint must split beams per input correctly
     decoded = generate_items(generator, inputs, task, k=k, num_beams=num_beams, batch_size=3, exclude=exclude)
     ranked, scores = callback_generate_items(generator, inputs, task, k, num_beams, 3, exclude)
-    assert decoded.ranked_items == ranked
-    assert decoded.scores == scores
+    full = [len(r) == k for r in ranked]
+    assert [r for r, f in zip(decoded.ranked_items, full) if f] == [r for r, f in zip(ranked, full) if f]
+    assert [s for s, f in zip(decoded.scores, full) if f] == [s for s, f in zip(scores, full) if f]
+    assert all(full) == (exclude is None or num_beams > 30)  # 64 beams: every ranking full at first
+    # a ranking short of seen items: the reference's ranking, then filled up to k by wider beams
+    for got, got_scores, want, want_scores in zip(decoded.ranked_items, decoded.scores, ranked, scores):
+        assert len(got) == k and (got[: len(want)], got_scores[: len(want)]) == (want, want_scores)
     assert decoded.invalid_id_rate == 0.0
     assert all(len(r) >= k - len(seen) for r, seen in zip(ranked, exclude or [set()] * len(ranked)))
     assert len({tuple(r) for r in ranked}) > 1  # the model tells the inputs apart
-    assert all(not math.isnan(s) for row in scores for s in row)
+    assert all(not math.isnan(s) for row in decoded.scores for s in row)
     if exclude is not None:
-        assert all(not (set(r) & seen) for r, seen in zip(ranked, exclude))
+        assert all(not (set(r) & seen) for r, seen in zip(decoded.ranked_items, exclude))
 
 
 def test_rec_ranking_holds_every_unseen_item_when_fewer_than_k_remain(generator, sources):
     """A user who saw nearly the whole 50-item world: the 30 best beams may all be seen items, so
-    the decoder widens the beams by the seen count (here: to every ID) for that input alone."""
+    the decoder decodes that input again, wider, until its ranking holds every unseen item."""
     inputs = sources("rec", 3)
     every_id = len(space_trie(generator, "joint").items)
     best_first, _ = callback_generate_items(generator, inputs, "rec", every_id, every_id, 8)
@@ -126,18 +132,57 @@ def test_rec_ranking_holds_every_unseen_item_when_fewer_than_k_remain(generator,
     decoded = generate_items(generator, inputs, "rec", k=30, num_beams=30, batch_size=2, exclude=exclude)
     assert [set(r) for r in decoded.ranked_items[:2]] == [set(best_first[0][-3:]), set(best_first[1][-1:])]
     assert decoded.invalid_id_rate == 0.0
-    # the widened inputs are decoded over every ID; the normal one exactly as before
-    widened = callback_generate_items(generator, inputs[:2], "rec", 30, every_id, 8, exclude[:2])
-    unchanged = callback_generate_items(generator, inputs[2:], "rec", 30, 30, 2, exclude[2:])
-    assert (decoded.ranked_items[:2], decoded.scores[:2]) == widened
-    assert (decoded.ranked_items[2:], decoded.scores[2:]) == unchanged
-    assert len(decoded.ranked_items[2]) >= 28
-    # diverse beam search: the widened input still gets its unseen items
+    # what the 30 beams found stays first (the third user's 2 seen items cost it up to 2 of them)
+    today = callback_generate_items(generator, inputs, "rec", 30, 30, 2, exclude)
+    for ranking, scores, first, first_scores in zip(decoded.ranked_items, decoded.scores, *today):
+        assert (ranking[: len(first)], scores[: len(first)]) == (first, first_scores)
+    assert len(decoded.ranked_items[2]) == 30 and len(today[0][2]) >= 28
+    # diverse beam search: the input still gets its unseen items
     diverse = generate_items(
         generator, inputs[:1], "rec", k=30, num_beams=30, num_beam_groups=3, diversity_penalty=0.25,
         exclude=exclude[:1],
     )  # fmt: skip
     assert set(diverse.ranked_items[0]) == set(best_first[0][-3:])
+
+
+@pytest.mark.parametrize("rounds", [FILL_ROUNDS, 1])  # 1: the only round decodes at the guaranteed width
+def test_rec_ranking_is_filled_to_k_when_the_beams_land_on_seen_items(
+    generator, sources, monkeypatch, rounds
+):
+    """A user whose history holds most of what the model ranks first: of the k beams, most bring seen
+    items. The ranking still holds k unseen items, the first of them those the k beams found (and
+    with their scores); a user whose beams were not spent decodes exactly as before."""
+    monkeypatch.setattr(decode, "FILL_ROUNDS", rounds)
+    inputs = sources("rec", 3)
+    k = 10
+    best_first, _ = callback_generate_items(generator, inputs, "rec", 50, 50, 8)
+    # input 0: 28 of its best 30 seen (its 4th and 9th best not); input 2: 24 of its best 30
+    exclude = [set(best_first[0][:30]) - {best_first[0][3], best_first[0][8]}, set(), set(best_first[2][:24])]
+    today, today_scores = callback_generate_items(generator, inputs, "rec", k, k, 3, exclude)
+    assert len(today[0]) < k // 2 and len(today[2]) < k // 2  # the beams went to seen items
+    assert len(today[1]) == k
+    decoded = generate_items(generator, inputs, "rec", k=k, num_beams=k, batch_size=3, exclude=exclude)
+    for ranking, scores, first, first_scores, seen in zip(
+        decoded.ranked_items, decoded.scores, today, today_scores, exclude
+    ):
+        assert len(ranking) == len(set(ranking)) == k and not set(ranking) & seen
+        assert (ranking[: len(first)], scores[: len(first)]) == (first, first_scores)
+    assert decoded.ranked_items[1] == today[1] and decoded.scores[1] == today_scores[1]
+    assert decoded.invalid_id_rate == 0.0
+    # diverse beam search: the same, its own first items kept
+    import torch
+
+    diverse = generate_items(
+        generator, inputs, "rec", k=k, num_beams=k, num_beam_groups=5, diversity_penalty=0.25, exclude=exclude
+    )
+    trie = space_trie(generator, "joint")
+    with torch.no_grad():
+        groups, _ = diverse_beam_search(generator.model, generator.model_inputs(inputs), trie, k, 5, 0.25)
+    for ranking, sequences, seen in zip(diverse.ranked_items, groups, exclude):
+        found = [item for sequence in sequences for item in trie.lookup(sequence) if item not in seen]
+        first = list(dict.fromkeys(found))
+        assert len(ranking) == k and not set(ranking) & seen and ranking[: len(first)] == first
+    assert len(first) < k  # the last input's diverse beams came back short too
 
 
 def test_both_kinds_of_encoder_input_are_decoded(generator, sources):
