@@ -2,7 +2,8 @@
 
 A refactor that claims "behaviour unchanged" shows it here: each revision's code runs the same
 small config (tests/conftest.py TINY) from scratch in its own temporary DVC repo, and every
-output's md5 from its dvc.lock is printed per revision.
+output's md5 from its dvc.lock is printed per revision; where one differs, the files that differ
+within it, and for JSON files the keys whose values differ.
 
     python bench/pipeline_hashes.py be6d5c9 HEAD
 """
@@ -10,7 +11,9 @@ output's md5 from its dvc.lock is printed per revision.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
+import json
 import subprocess
 import sys
 import tarfile
@@ -49,18 +52,58 @@ def pipeline_outputs(rev: str, workdir: Path) -> tuple[dict[str, str], float]:
     return {out["path"]: out["md5"] for stage in lock.values() for out in stage.get("outs", [])}, seconds
 
 
+def file_hashes(root: Path) -> dict[str, str]:
+    """md5 of every file under ``root`` (or of ``root`` itself), by path relative to it."""
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    return {str(p.relative_to(root)) if p != root else ".": hashlib.md5(p.read_bytes()).hexdigest() for p in files}
+
+
+def json_keys_differing(a: Path, b: Path) -> list[str] | None:
+    """Top-level keys whose values differ between two JSON objects; None if either is not one."""
+    try:
+        left, right = json.loads(a.read_text()), json.loads(b.read_text())
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not (isinstance(left, dict) and isinstance(right, dict)):
+        return None
+    return sorted(k for k in left.keys() | right.keys() if left.get(k) != right.get(k))
+
+
+def what_differs(repo_a: Path, repo_b: Path, output: str) -> str:
+    """Which files of an output differ, and for JSON files which keys: the evidence that a
+    difference is the expected one (a timing, a fingerprint) and not a changed result."""
+    a, b = file_hashes(repo_a / output), file_hashes(repo_b / output)
+    parts = []
+    for name in sorted(a.keys() | b.keys()):
+        if a.get(name) == b.get(name):
+            continue
+        if name not in a or name not in b:
+            parts.append(f"{name} ({'only in ' + ('second' if name not in a else 'first')})")
+            continue
+        keys = json_keys_differing(repo_a / output / name if name != "." else repo_a / output,
+                                   repo_b / output / name if name != "." else repo_b / output)
+        parts.append(f"{name} [keys: {', '.join(keys)}]" if keys is not None else name)
+    return "; ".join(parts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("revs", nargs="+", help="git revisions to compare")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         found = {rev: pipeline_outputs(rev, Path(tmp)) for rev in args.revs}
-    paths = sorted({path for outputs, _ in found.values() for path in outputs})
-    print(f"{'output':32}" + "".join(f"{rev[:12]:>14}" for rev in args.revs) + "  same")
-    for path in paths:
-        hashes = [found[rev][0].get(path, "-")[:10] for rev in args.revs]
-        print(f"{path:32}" + "".join(f"{h:>14}" for h in hashes) + ("  yes" if len(set(hashes)) == 1 else "  NO"))
-    print("seconds of dvc repro: " + ", ".join(f"{rev[:12]} {s:.0f}" for rev, (_, s) in found.items()))
+        paths = sorted({path for outputs, _ in found.values() for path in outputs})
+        print(f"{'output':32}" + "".join(f"{rev[:12]:>14}" for rev in args.revs) + "  same")
+        for path in paths:
+            hashes = [found[rev][0].get(path, "-")[:10] for rev in args.revs]
+            print(f"{path:32}" + "".join(f"{h:>14}" for h in hashes) + ("  yes" if len(set(hashes)) == 1 else "  NO"))
+        print("seconds of dvc repro: " + ", ".join(f"{rev[:12]} {s:.0f}" for rev, (_, s) in found.items()))
+        first = args.revs[0]
+        for rev in args.revs[1:]:
+            print(f"\nwhat differs, {first[:12]} -> {rev[:12]}:")
+            for path in paths:
+                if found[first][0].get(path) != found[rev][0].get(path):
+                    print(f"  {path}: {what_differs(Path(tmp) / first.replace('/', '_'), Path(tmp) / rev.replace('/', '_'), path)}")
 
 
 if __name__ == "__main__":
