@@ -88,7 +88,7 @@ def diverse_decoders(generator, sources, task, beams, groups, penalty, batch_siz
     import torch
 
     from semid.generator import diverse_beam_search, task_space
-    from semid.generator.decode import space_trie
+    from semid.generator.trie import space_trie
 
     trie = space_trie(generator, task_space(generator.table.spaces, task))
 
@@ -128,7 +128,7 @@ def main() -> None:
     import torch
 
     from semid.generator import MODEL_DIR, generate_items, load_generator, configure_torch, train_generator
-    from semid.generator.decode import IdTrie
+    from semid.generator.trie import IdTrie
 
     inputs = load_inputs(args)
     params, table, train = inputs.params, inputs.table, inputs.train

@@ -32,7 +32,8 @@ from semid.generator import (
     train_text_tokenizer,
 )
 from semid.generator import decode
-from semid.generator.decode import FILL_ROUNDS, TrieTables, space_trie, trie_logits_processor
+from semid.generator.decode import FILL_ROUNDS
+from semid.generator.trie import TrieTables, space_trie, trie_logits_processor
 
 
 # Two shared cores: one torch thread per test process avoids oversubscription stalls.

@@ -4,10 +4,13 @@
 - ``examples``: search, rec and indexing examples;
 - ``model``: vocabulary, model creation, save and load;
 - ``train``: Hugging Face ``Seq2SeqTrainer`` training with step budgets and resumable checkpoints;
-- ``decode``: beam search constrained to valid IDs.
+- ``trie``: the valid IDs as a prefix trie and the logits processor that constrains beam search to it;
+- ``diverse_beam``: group beam search with a diversity penalty over the trie;
+- ``decode``: items ranked from (constrained or diverse) beam search.
 """
 
-from semid.generator.decode import Decoded, IdTrie, diverse_beam_search, generate_items
+from semid.generator.decode import Decoded, generate_items
+from semid.generator.diverse_beam import diverse_beam_search
 from semid.generator.examples import (
     INDEX_PREFIX,
     REC_PREFIX,
@@ -36,5 +39,6 @@ from semid.generator.model import (
 )
 from semid.generator.table import TASKS, GeneratorError, IdTable, build_id_table, load_id_table, task_space
 from semid.generator.train import train_generator
+from semid.generator.trie import IdTrie
 
 __all__ = [name for name in dir() if not name.startswith("_")]
