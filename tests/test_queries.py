@@ -5,13 +5,10 @@ stage under real DVC (the OpenAI backend against a local OpenAI-compatible HTTP 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
-import re
+import sys
 import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,7 +18,8 @@ import pandas as pd
 import pytest
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
-from openai.types.chat import ChatCompletion
+from conftest import dvc, run, set_params, stage_env
+from fake_openai import OpenAICompatibleServer, chat_completion, good_answer
 
 from semid.config import QUERY_BACKENDS, ConfigError, DataConfig, QueriesConfig, load_params
 from semid.data import prepare_movielens
@@ -41,7 +39,9 @@ from semid.queries import (
     title_words,
     write_queries,
     InvalidAnswer,
+    check_failure_rate,
 )
+from semid.tracking import stage_run
 
 SECRET = "sk-test-9f8e7d6c5b4a-do-not-leak"
 
@@ -54,19 +54,13 @@ def items(ml_small_raw) -> pd.DataFrame:
 
 def remote_config(backend: str, **changes) -> QueriesConfig:
     base = dict(backend=backend, model="test-model", n_generated=4, n_train=2, n_valid=1, n_test=1,
-                concurrency=4, max_retries=2, retry_base_seconds=0.0, retry_max_seconds=0.0)  # fmt: skip
+                concurrency=4, max_retries=2, retry_base_seconds=0.0, retry_max_seconds=0.0)
     base.update(changes)
     config = QueriesConfig(**base)
     config.validate()
     return config
 
 
-def good_answer(prompt: str) -> list[str]:
-    """What a well-behaved model answers: n distinct queries without the title, per item."""
-    n = int(re.search(r"exactly (\d+) search queries", prompt).group(1))
-    genres = re.search(r"^Genres: (.*)$", prompt, re.MULTILINE).group(1).lower()
-    tag = hashlib.sha256(prompt.encode()).hexdigest()[:6]
-    return [f"{genres} pick {i} ref{tag}" for i in range(n)]
 
 
 # ----------------------------------------------------------------- fake SDK clients
@@ -112,14 +106,6 @@ class FakeOpenAIClient:
         if isinstance(answer, BaseException):
             raise answer
         return chat_completion(answer)
-
-
-def chat_completion(content: str) -> ChatCompletion:
-    return ChatCompletion.model_validate({
-        "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": "test-model",
-        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
-        "usage": {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150},
-    })  # fmt: skip
 
 
 FAKES = {"gemini": FakeGenaiClient, "openai": FakeOpenAIClient}
@@ -206,7 +192,7 @@ def test_title_leak_is_case_and_punctuation_insensitive():
     with pytest.raises(InvalidAnswer, match="title_leak"):
         parse_answer('["the matrix sequel", "kung fu in a simulation"]', 2, "Matrix, The")
     for bad, reason in [("not json", "not_json"), ('["a"]', "wrong_count"), ('["a", " "]', "empty_query"),
-                        ('["A b", "a, b"]', "duplicate_query"), ('{"x": 1, "y": 2}', "not_a_list")]:  # fmt: skip
+                        ('["A b", "a, b"]', "duplicate_query"), ('{"x": 1, "y": 2}', "not_a_list")]:
         with pytest.raises(InvalidAnswer, match=reason):
             parse_answer(bad, 2, "Heat")
     assert parse_answer('```json\n["a", "b"]\n```', 2, "Heat") == ["a", "b"]
@@ -303,8 +289,6 @@ def test_interrupted_run_resumes_asking_only_for_missing_items(backend, items, t
 
 
 def test_too_many_failures_fail_at_the_end_and_keep_the_successes(items, tmp_path, monkeypatch):
-    from semid.queries import check_failure_rate
-
     broken = [f"Movie: {title} (" for title in items["title"].iloc[[0, 3]]]
 
     def respond(prompt, number):
@@ -356,8 +340,6 @@ def test_bad_input_fails_clearly_before_any_request(monkeypatch, tmp_path):
 
 
 def test_key_never_reaches_outputs_logs_or_mlflow(items, tmp_path, monkeypatch, caplog, capsys):
-    from semid.tracking import stage_run
-
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     params = load_params(overrides={"queries.backend": "gemini", "queries.n_generated": 4, "queries.n_train": 2})
@@ -384,80 +366,7 @@ def test_key_never_reaches_outputs_logs_or_mlflow(items, tmp_path, monkeypatch, 
 # ------------------------------------------------------------------------- real DVC
 
 
-class OpenAICompatibleServer:
-    """A local stand-in for vLLM/Ollama: /v1/chat/completions answering good queries as JSON.
-
-    It logs each request's prompt in order (``received``), with whether it answered it (``log``);
-    ``answered`` is what a real service would bill. With ``set_answer_limit(n)`` it answers n requests in all, then holds
-    the rest unanswered until :meth:`release`, so a test can kill its client at a known point.
-    ``runners=2`` holds every request until two different keys have asked, so that two clients
-    started together really overlap.
-    """
-
-    def __init__(self, runners: int = 1, delay_seconds: float = 0.0):
-        self.authorizations: list[str] = []
-        self.received: list[str] = []
-        self.answered: list[str] = []
-        self.log: list[tuple[str, bool]] = []  # (prompt, answered) per request, in arrival order
-        self.answer_limit: int | None = None
-        self._lock = threading.Lock()
-        self._released = threading.Event()
-        self._runners_arrived = threading.Event()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's name
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                prompt = body["messages"][0]["content"]
-                with server._lock:
-                    server.authorizations.append(self.headers.get("Authorization", ""))
-                    server.received.append(prompt)
-                    if len(set(server.authorizations)) >= runners:
-                        server._runners_arrived.set()
-                    answering = server.answer_limit is None or len(server.answered) < server.answer_limit
-                    if answering:
-                        server.answered.append(prompt)
-                    server.log.append((prompt, answering))
-                    released = server._released
-                server._runners_arrived.wait(10)
-                if not answering:
-                    released.wait(60)
-                    return  # never answered: its client was killed meanwhile
-                time.sleep(delay_seconds)
-                content = json.dumps({"queries": good_answer(prompt)})
-                payload = chat_completion(content).model_dump_json().encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def set_answer_limit(self, limit: int | None) -> None:
-        with self._lock:
-            self.answer_limit = limit
-            self._released = threading.Event()
-
-    def release(self) -> None:
-        """Let the held requests go, unanswered."""
-        self._released.set()
-
-    def close(self):
-        self.release()
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 def test_stage_under_dvc_reruns_on_its_keys_only_and_never_records_the_key(dvc_repo, monkeypatch):
-    from conftest import dvc, set_params
-
     set_params(dvc_repo, data={"sample_items": 30, "sample_items_strategy": "popular"})
     monkeypatch.setenv("SEMID_TRACKING", "0")  # MLflow start-up is slow; it is back on for the key check
     out = dvc(dvc_repo, "repro", "gen_queries")
@@ -477,7 +386,7 @@ def test_stage_under_dvc_reruns_on_its_keys_only_and_never_records_the_key(dvc_r
     server = OpenAICompatibleServer()
     try:
         set_params(dvc_repo, queries={"backend": "openai", "model": "local-model", "base_url": server.url,
-                                      "api_key_env": "SEMID_TEST_LLM_KEY"})  # fmt: skip
+                                      "api_key_env": "SEMID_TEST_LLM_KEY"})
         monkeypatch.setenv("SEMID_TEST_LLM_KEY", SECRET)
         monkeypatch.delenv("SEMID_TRACKING")
         monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
@@ -501,8 +410,4 @@ def test_stage_under_dvc_reruns_on_its_keys_only_and_never_records_the_key(dvc_r
 
 
 def dvc_repo_python(repo: Path, *args: str):
-    import sys
-
-    from conftest import run, stage_env
-
     return run([sys.executable, *args], cwd=repo, env=stage_env(repo))

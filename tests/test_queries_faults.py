@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import REPO_ROOT, SHARED_MOVIELENS
-from test_queries import SECRET, OpenAICompatibleServer
+from fake_openai import OpenAICompatibleServer, openai_server  # noqa: F401 - openai_server is a fixture
+from test_queries import SECRET
 
 from semid.config import DataConfig
 from semid.data import prepare_movielens, write_prepared
@@ -32,20 +33,14 @@ def prepared(ml_small_raw):
     return prepare_movielens(ml_small_raw, DataConfig(sample_items=ITEMS, sample_items_strategy="popular"), 42)
 
 
-@pytest.fixture
-def server(monkeypatch):
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    server = OpenAICompatibleServer()
-    yield server
-    server.close()
-
-
 def make_workspace(folder: Path, prepared, base_url: str) -> Path:
     """What the stage reads: params.yaml (queries via the openai backend at base_url) and data/prepared."""
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    params["queries"].update(backend="openai", model="local-model", base_url=base_url, api_key_env=KEY_ENV,
-                             n_generated=4, n_train=2, n_valid=1, n_test=1, concurrency=3, max_retries=1,
-                             retry_base_seconds=0.01, retry_max_seconds=0.01, timeout_seconds=30.0)  # fmt: skip
+    params["queries"].update(
+        backend="openai", model="local-model", base_url=base_url, api_key_env=KEY_ENV,
+        n_generated=4, n_train=2, n_valid=1, n_test=1, concurrency=3, max_retries=1,
+        retry_base_seconds=0.01, retry_max_seconds=0.01, timeout_seconds=30.0,
+    )
     folder.mkdir(parents=True)
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     write_prepared(prepared, folder / "data" / "prepared")
@@ -101,7 +96,8 @@ def all_prompts(prepared) -> set[str]:
     return {build_prompt(item, 4) for item in items_from_frame(prepared.items)}
 
 
-def test_killed_runs_resume_to_the_uninterrupted_outputs_paying_once(tmp_path, prepared, server):
+def test_killed_runs_resume_to_the_uninterrupted_outputs_paying_once(tmp_path, prepared, openai_server):
+    server = openai_server
     reference_server = OpenAICompatibleServer()
     try:
         reference = make_workspace(tmp_path / "reference", prepared, reference_server.url)
