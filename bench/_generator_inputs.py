@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
         help="a params override, e.g. generator.d_model=256 or base.profile=paper",
-    )  # fmt: skip
+    )
 
 
 @dataclass
@@ -48,5 +48,5 @@ def load_inputs(args: argparse.Namespace) -> GeneratorInputs:
     train, valid = build_examples(
         params.generator, table, items, interactions, train_queries,
         load_queries(Path(args.queries), "valid"), params.base.seed,
-    )  # fmt: skip
+    )
     return GeneratorInputs(params, items, interactions, table, train, valid, tokenizer_corpus(items, train_queries))

@@ -31,13 +31,13 @@ def main() -> None:
     for method in args.methods.split(","):
         with tempfile.TemporaryDirectory() as work:
             inputs = EmbeddingInputs(items, interactions[interactions["split"] == "train"], train_queries,
-                                     params.embed, params.base.seed, Path(work))  # fmt: skip
+                                     params.embed, params.base.seed, Path(work))
             start = time.perf_counter()
             result = embed_items(method, inputs)
             seconds = time.perf_counter() - start
         ceilings = dense_ceilings(result, items, interactions, valid_queries, params.embed, params.base.seed)
         rows.append((method, ceilings.get("search_recall_at_30"), ceilings["rec_recall_at_30"],
-                     ceilings["popularity_rec_recall_at_30"], seconds))  # fmt: skip
+                     ceilings["popularity_rec_recall_at_30"], seconds))
         print(rows[-1], flush=True)
     print("\n| embedding | search R@30 | rec R@30 | popularity rec R@30 | seconds |\n| --- | --- | --- | --- | --- |")
     for method, search, rec, popularity, seconds in rows:

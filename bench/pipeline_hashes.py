@@ -43,7 +43,7 @@ def pipeline_outputs(rev: str, workdir: Path) -> tuple[dict[str, str], float]:
     env = stage_env(repo)
     set_params(repo, **TINY)
     for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q", "-f"],
-                ["git", "add", "-A"], ["git", "commit", "-qm", rev]):  # fmt: skip
+                ["git", "add", "-A"], ["git", "commit", "-qm", rev]):
         subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True)
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=repo, env=env, check=True, capture_output=True)

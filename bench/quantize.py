@@ -66,7 +66,7 @@ def main() -> None:
     for n in map(int, args.sizes.split(",")):
         for name in args.quantizers.split(","):
             cmd = [sys.executable, __file__, "--name", name, "--n", str(n), "--dim", str(args.dim),
-                   "--steps", str(args.steps), "--threads", str(args.threads)]  # fmt: skip
+                   "--steps", str(args.steps), "--threads", str(args.threads)]
             if args.embeddings:
                 cmd += ["--embeddings", args.embeddings]
             out = subprocess.run(cmd, capture_output=True, text=True)

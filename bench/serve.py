@@ -147,7 +147,7 @@ def main() -> None:
     args = parser.parse_args()
 
     where = [*(["--root", str(args.root)] if args.root else []), *(["--rev", args.rev] if args.rev else []),
-             *(["--exp", args.exp] if args.exp else [])]  # fmt: skip
+             *(["--exp", args.exp] if args.exp else [])]
     cold = cold_process(where, args.threads, args.cold_runs)
     pipeline, steps = load_breakdown(args)
 
@@ -176,9 +176,9 @@ def main() -> None:
     # A folder is named by its last part: printed figures get pasted into docs, machine paths must not.
     source = Path(pipeline.source).name if Path(pipeline.source).is_dir() else pipeline.source
     print(f"run: {source}; {len(pipeline.items):,} items; k={args.k}; torch threads "
-          f"{torch.get_num_threads()}; {len(texts)} queries, {len(users)} users")  # fmt: skip
+          f"{torch.get_num_threads()}; {len(texts)} queries, {len(users)} users")
     print(f"cold `semid search --json` process: median {statistics.median(cold):.2f} s "
-          f"(runs: {', '.join(f'{s:.2f}' for s in cold)})")  # fmt: skip
+          f"(runs: {', '.join(f'{s:.2f}' for s in cold)})")
     print(f"{'load breakdown (this process)':<48} {'ms':>8}")
     for name, seconds in steps:
         print(f"  {name:<46} {seconds * 1000:8.0f}")

@@ -27,7 +27,7 @@ def callback_generate_items(generator, sources, task, k, num_beams, batch_size, 
                 **batch, num_beams=beams, num_return_sequences=returned, max_new_tokens=trie.length,
                 do_sample=False, early_stopping=True, return_dict_in_generate=True, output_scores=True,
                 prefix_allowed_tokens_fn=trie.prefix_allowed_tokens_fn(),
-            )  # fmt: skip
+            )
         sequences, scores = output.sequences[:, 1:].tolist(), output.sequences_scores.tolist()
         for offset in range(len(sequences) // returned):
             seen = set(exclude[start + offset]) if exclude is not None else set()

@@ -137,7 +137,7 @@ CASES = {
         "mirror/ml-1m/movies.dat": "1::Toy Story (1995)::Animation\n",
         "mirror/ml-1m/ratings.dat": "u1::1::5::978300760\n",
     }),
-}  # fmt: skip
+}
 
 
 def snapshot(root: Path) -> dict[str, int]:
@@ -160,7 +160,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case: Case, tmp_path: P
     env = {**os.environ, "PYTHONPATH": str(SRC), "SEMID_TRACKING": "0", "HF_HUB_OFFLINE": "1"}
     env.pop("SEMID_MOVIELENS_MIRROR", None)
     done = subprocess.run([sys.executable, "-m", *case.command], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+                          capture_output=True, text=True, timeout=120)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2, done.stderr[-2000:]
     assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr[-2000:]
@@ -215,7 +215,7 @@ def test_na_and_empty_tags_are_dropped_never_nan(tmp_path: Path):
     "value, expected",
     [("5", 5), (" 12 ", 12), (7, 7), ("-5", None), ("--5", None), ("²", None), ("5.0", None), (5.5, None),
      (True, None), ("", None), (None, None)],
-)  # fmt: skip
+)
 def test_item_ids_are_ascii_digits(value, expected):
     # score-queries skips, and Pipeline.check_items names, what this refuses (int("²") raised before)
     assert item_id_of(value) == expected

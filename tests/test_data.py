@@ -61,7 +61,7 @@ def test_items_carry_title_year_genres_tags_and_text(ml_small_raw):
     "title, expected",
     [("Toy Story (1995)", ("Toy Story", 1995)), ("Babylon 5", ("Babylon 5", None)),
      ("Fawlty Towers (1975-1979)", ("Fawlty Towers", 1975)), ("  City of God (Cidade de Deus) (2002) ", ("City of God (Cidade de Deus)", 2002))],
-)  # fmt: skip
+)
 def test_split_title_year(title, expected):
     assert split_title_year(title) == expected
 

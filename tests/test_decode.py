@@ -142,7 +142,7 @@ def test_rec_ranking_holds_every_unseen_item_when_fewer_than_k_remain(generator,
     diverse = generate_items(
         generator, inputs[:1], "rec", k=30, num_beams=30, num_beam_groups=3, diversity_penalty=0.25,
         exclude=exclude[:1],
-    )  # fmt: skip
+    )
     assert set(diverse.ranked_items[0]) == set(best_first[0][-3:])
 
 

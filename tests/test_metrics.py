@@ -47,7 +47,7 @@ def ir_measures_scores(ranked: list[list[int]], targets: list[int]) -> dict[str,
         [(str(q), str(item), float(len(items) - position))
          for q, items in enumerate(ranked) for position, item in enumerate(items)],
         columns=["query_id", "doc_id", "score"],
-    )  # fmt: skip
+    )
     # ir-measures leaves a query with no returned item out of the run: average over all queries.
     measures = [R @ 10, R @ 30, nDCG @ NDCG_K, RR @ K]
     totals = dict.fromkeys(measures, 0.0)
@@ -128,6 +128,6 @@ def test_metric_definitions_on_hand_made_ranks():
     assert ndcg_at_k([2], 30) == pytest.approx(0.6309297535714575)
     assert set(ranking_metrics([1], prefix="bm25_search_")) == {
         "bm25_search_recall_at_10", "bm25_search_recall_at_30", "bm25_search_ndcg_at_30", "bm25_search_mrr",
-    }  # fmt: skip
+    }
     with pytest.raises(EvaluationError, match="test set is empty"):
         mean_reciprocal_rank([])

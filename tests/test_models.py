@@ -113,7 +113,7 @@ def test_two_processes_assemble_the_mpnet_folder_once(fake_mpnet, tmp_path):
         subprocess.Popen(
             [sys.executable, "-c", _ASSEMBLE_CHILD, json.dumps(spec)],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        )
         for _ in range(2)
     ]
     results = [child.communicate(timeout=120) for child in children]

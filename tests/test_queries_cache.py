@@ -49,7 +49,7 @@ def test_broken_utf8_lines_are_skipped_counted_and_logged_once(items, tmp_path, 
     (tmp_path / CACHE_FILE).write_bytes(
         first + b"\n" + b'{"item_id": 1, "queries": ["' + torn_character + b"\n" + second + b"\n"
         + third[:-2] + b"\xe9" + b"\n" + third + b"\n" + b'{"item_id": 7, "queries": ["' + torn_character
-    )  # fmt: skip
+    )
     caplog.set_level(logging.WARNING)
     cache = AnswerCache(tmp_path)
     assert len(cache.answers) == 3 and cache.unreadable_lines == 2

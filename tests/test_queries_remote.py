@@ -59,7 +59,7 @@ def test_ctrl_c_keeps_the_answers_received_and_cancels_retries_at_once(items, tm
         return encode("openai", good_answer(prompt))
 
     config, backend, fake = make_backend("openai", respond, monkeypatch, concurrency=2, max_retries=3,
-                                         retry_base_seconds=5.0, retry_max_seconds=5.0)  # fmt: skip
+                                         retry_base_seconds=5.0, retry_max_seconds=5.0)
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         generate_queries(items.head(12), config, 42, backend, tmp_path)

@@ -29,7 +29,7 @@ def _quantize_workdir(root: Path, items, embeddings) -> Path:
     folder.mkdir(parents=True)
     np.savez(folder / "item_embeddings.npz", item_ids=items["item_id"].to_numpy(np.int64), joint=embeddings)
     meta = {"method": "content", "model": "all-MiniLM-L6-v2", "spaces": ["joint"], "dim": {"joint": 384},
-            "query_encoder": None, "query_space": None}  # fmt: skip
+            "query_encoder": None, "query_space": None}
     (folder / "meta.json").write_text(json.dumps(meta))
     return root
 
@@ -201,7 +201,7 @@ def _kill_when(repo: Path, stage: str, ready, after_seconds: float) -> bool:
     import time
 
     process = subprocess.Popen([sys.executable, "-m", "dvc", "repro", stage], cwd=repo, env=stage_env(repo),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 600
     while not ready(repo, process.pid) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

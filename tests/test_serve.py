@@ -65,7 +65,7 @@ def project(ml_small_raw, tmp_path_factory):
     train_generator(config, table, examples, [], corpus, root / "models/generator", 0)
     pipeline = Pipeline(root, device="cpu")
     yield {"root": root, "pipeline": pipeline, "items": items, "interactions": interactions,
-           "queries": queries}  # fmt: skip
+           "queries": queries}
     torch.set_num_threads(threads)
 
 

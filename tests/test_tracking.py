@@ -42,7 +42,7 @@ def test_two_workers_create_the_experiment_once(tmp_path, monkeypatch):
         subprocess.Popen(
             [sys.executable, "-c", _INIT_CHILD, json.dumps(spec)],
             env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        )
         for _ in range(2)
     ]
     results = [child.communicate(timeout=180) for child in children]

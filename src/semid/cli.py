@@ -22,7 +22,7 @@ from typing import Any
 from semid.io import SemidError, write_json
 from semid.serve import (
     Pipeline, ServeError, check_k, check_query, check_query_frame, item_id_of, parse_item_ids, read_query_file,
-)  # fmt: skip
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -72,7 +72,7 @@ def _common() -> argparse.ArgumentParser:
     common.add_argument(
         "--threads", type=_argument_type(_threads, "threads"), default=1,
         help="torch CPU threads (default 1: one query is too small to split; 0 = torch's default)",
-    )  # fmt: skip
+    )
     return common
 
 
@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument(
         "--items", type=_argument_type(parse_item_ids, "item ids"),
         help="a history of item ids, oldest first: 1,260,1196",
-    )  # fmt: skip
+    )
     recommend.add_argument("-k", type=int, default=10, help="items to return (default 10)")
     recommend.add_argument("--method", choices=("generative", "dense"), default="generative")
 
@@ -183,7 +183,7 @@ def run_search(args) -> None:
     pipeline = _pipeline(args)
     hits = pipeline.search(query, k, args.method)
     payload = {"query": query, "method": args.method, "k": k, "run": pipeline.source,
-               "results": [h.as_dict() for h in hits]}  # fmt: skip
+               "results": [h.as_dict() for h in hits]}
     _emit(args.json, payload, f"search ({args.method}): {query}\n{hits_table(hits)}")
 
 
@@ -198,7 +198,7 @@ def run_recommend(args) -> None:
     hits = pipeline.recommend(history, k, args.method)
     payload = {"user_id": args.user, "history": history,
                "method": args.method, "k": k, "run": pipeline.source,
-               "results": [h.as_dict() for h in hits]}  # fmt: skip
+               "results": [h.as_dict() for h in hits]}
     _emit(args.json, payload, f"recommend ({args.method}) for {label}\n{hits_table(hits)}")
 
 

@@ -41,7 +41,7 @@ ML100K_GENRES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
     "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
     "Thriller", "War", "Western",
-)  # fmt: skip
+)
 
 
 class DataError(SemidError):
@@ -85,7 +85,7 @@ RELEASES: dict[str, Release] = {
         Release("ml-1m", "ml-1m", ("movies.dat", "ratings.dat"), (),
                 zip_md5="c4d9eecfca2ab87c1945afe126590906"),
     )
-}  # fmt: skip
+}
 
 
 def get_release(name: str) -> Release:
@@ -309,7 +309,7 @@ def read_csv_release(folder: Path) -> RawMovieLens:
     movies = pd.DataFrame(
         {"item_id": numeric_column(movies, "movieId", movies_path, "int64"), "title": movies["title"],
          "genres": _split_genres(movies["genres"])}
-    )  # fmt: skip
+    )
     ratings = ratings.rename(columns={"userId": "user_id", "movieId": "item_id"})
     tags = genome = None
     if (folder / "tags.csv").exists():

@@ -169,7 +169,7 @@ def start_workers(root: Path, jobs: int) -> None:
     started_workers = subprocess.run(
         [sys.executable, "-m", "dvc", "queue", "start", "-j", str(jobs)],
         cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     if started_workers.returncode != 0:
         raise ExperimentError(f"dvc queue start -j {jobs} failed ({started_workers.returncode}); try it by hand")
 
@@ -237,7 +237,7 @@ def _git_commit(root: Path, rev: str) -> str | None:
     result = subprocess.run(
         ["git", "rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}"],
         cwd=root, capture_output=True, text=True,
-    )  # fmt: skip
+    )
     return result.stdout.strip() if result.returncode == 0 else None
 
 

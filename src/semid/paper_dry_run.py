@@ -88,7 +88,7 @@ def save_tiny_t5(folder: Path, texts: Sequence[str], vocab_size: int = 500, seed
         vocab_size=len(tokenizer), d_model=32, d_ff=64, d_kv=8, num_layers=1, num_decoder_layers=1, num_heads=4,
         decoder_start_token_id=tokenizer.pad_token_id, pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
-    )  # fmt: skip
+    )
     T5ForConditionalGeneration(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

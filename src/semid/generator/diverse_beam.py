@@ -122,7 +122,7 @@ def _group_candidates(
         grid(raw, -math.inf), grid(penalised, -math.inf), grid(tokens, tables.pad),
         grid(tables.allowed_child[depth][parents], tables.nodes[depth + 1]),
         grid(tables.allowed_real[depth][parents], False), tokens.shape[1],
-    )  # fmt: skip
+    )
 
 
 def _choose(

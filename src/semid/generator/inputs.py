@@ -79,7 +79,7 @@ class TextEncoderInputs:
 
     def _history_ids(self, rest: str) -> list[int]:
         tokens = [m.group(0) for m in ID_TOKEN.finditer(rest)
-                  if self.rec_levels is None or int(m.group(1)) in self.rec_levels]  # fmt: skip
+                  if self.rec_levels is None or int(m.group(1)) in self.rec_levels]
         ids = self.tokenizer.convert_tokens_to_ids(tokens)
         if self.tokenizer.unk_token_id in ids:
             raise GeneratorError(f"rec input holds IDs the generator does not know: {rest[:60]!r}")

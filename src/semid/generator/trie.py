@@ -114,7 +114,7 @@ class TrieTables:
         return TrieTables(
             self.pad, self.length, self.nodes, moved(self.token_column), moved(self.child_node),
             moved(self.allowed_token), moved(self.allowed_child), moved(self.allowed_real),
-        )  # fmt: skip
+        )
 
     def node_of(self, prefixes: torch.Tensor) -> torch.Tensor:
         """Node (at depth ``prefixes.shape[1] <= length``) of each row of decoded ID tokens."""

@@ -69,4 +69,4 @@ __all__ = [
     "format_estimate", "generate_queries", "items_from_frame", "load_queries", "normalize",
     "parse_answer", "prompt_hash", "query_metrics", "split_queries", "title_words",
     "validate_queries", "write_failures", "write_queries",
-]  # fmt: skip
+]

@@ -77,7 +77,7 @@ class AnswerCache:
 
     def append(self, item_id: int, backend: str, model: str, hash_: str, queries: list[str]) -> None:
         record = {"item_id": item_id, "backend": backend, "model": model, "prompt_hash": hash_,
-                  "queries": queries, "time": round(time.time(), 3)}  # fmt: skip
+                  "queries": queries, "time": round(time.time(), 3)}
         line = (json.dumps(record, ensure_ascii=False) + "\n").encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)

@@ -18,7 +18,7 @@ def estimate(items: pd.DataFrame | list[ItemInfo], config: QueriesConfig, backen
     """Requests and rough tokens a run would make (about 4 characters per token)."""
     infos = items_from_frame(items) if isinstance(items, pd.DataFrame) else list(items)
     result = {"backend": backend.name, "model": backend.model, "items": len(infos), "cached_items": 0,
-              "requests": 0, "input_tokens": 0, "output_tokens": 0}  # fmt: skip
+              "requests": 0, "input_tokens": 0, "output_tokens": 0}
     if not backend.remote:
         return result
     cache = AnswerCache(cache_dir) if cache_dir else None

@@ -30,7 +30,7 @@ def is_openai_api(base_url: str) -> bool:
     except ValueError:  # not a number
         return False
     return (parts.scheme == "https" and parts.hostname == "api.openai.com" and port in (None, 443)
-            and not parts.username)  # fmt: skip
+            and not parts.username)
 
 
 class OpenAIBackend(RemoteBackend):
@@ -61,7 +61,7 @@ class OpenAIBackend(RemoteBackend):
         return openai.OpenAI(
             api_key=key or "no-key", base_url=self.config.base_url or OPENAI_API_URL, max_retries=0,
             timeout=self.config.timeout_seconds,
-        )  # fmt: skip
+        )
 
     def request(self, prompt: str, n: int) -> Reply:
         schema = {

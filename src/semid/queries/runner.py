@@ -58,7 +58,7 @@ class QueryRun:
 def ask_item(
     backend: RemoteBackend, item: ItemInfo, prompt: str, config: QueriesConfig,
     sleep: Callable[[float], Any], rng: random.Random, stop: threading.Event,
-) -> ItemOutcome:  # fmt: skip
+) -> ItemOutcome:
     """Ask for one item until a valid answer, max_retries retries or ``stop``; fatal errors raise."""
     outcome = ItemOutcome(item.item_id, None)
     for attempt in range(config.max_retries + 1):
@@ -98,7 +98,7 @@ def ask_item(
 def answer_item(
     cache: AnswerCache, backend: RemoteBackend, item: ItemInfo, prompt: str, hash_: str, config: QueriesConfig,
     sleep: Callable[[float], Any], rng: random.Random, stop: threading.Event, wait: bool,
-) -> ItemOutcome:  # fmt: skip
+) -> ItemOutcome:
     """One item under its claim: the answer another run wrote meanwhile, else ask and write it.
 
     The answer is written before the claim is let go, so a run waiting for the item finds it.
@@ -124,7 +124,7 @@ def answer_item(
 def ask_missing(
     todo: list[tuple[ItemInfo, str, str]], cache: AnswerCache, backend: RemoteBackend, config: QueriesConfig,
     seed: int, sleep: Callable[[float], Any] | None,
-) -> Iterator[ItemOutcome]:  # fmt: skip
+) -> Iterator[ItemOutcome]:
     """Outcomes for each (item, prompt, prompt hash) of todo, as they complete.
 
     An item another run is asking for goes to the back of the queue, then is waited for. On
@@ -159,7 +159,7 @@ def ask_missing(
 def generate_queries(
     items: pd.DataFrame | list[ItemInfo], config: QueriesConfig, seed: int, backend: Any | None = None,
     cache_dir: Path | None = None, sleep: Callable[[float], Any] | None = None,
-) -> QueryRun:  # fmt: skip
+) -> QueryRun:
     """Queries for every item: the template backend directly, a remote one through the cache.
 
     ``sleep`` replaces the wait between retries (by default one that Ctrl-C cuts short).
@@ -171,7 +171,7 @@ def generate_queries(
     queries: dict[int, list[str]] = {}
     failures: list[tuple[int, str]] = []
     stats: dict[str, Any] = {"items": len(infos), "requests": 0, "cached_items": 0, "asked_items": 0,
-                             "input_tokens": 0, "output_tokens": 0}  # fmt: skip
+                             "input_tokens": 0, "output_tokens": 0}
 
     if not backend.remote:
         for item in progress(infos, desc="template queries", unit="item"):

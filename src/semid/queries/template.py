@@ -65,7 +65,7 @@ GENRE_MOODS = {
     "Western": ("rugged", "dusty"),
 }
 DECADE_WORDS = {1920: "twenties", 1930: "thirties", 1940: "forties", 1950: "fifties", 1960: "sixties",
-                1970: "seventies", 1980: "eighties", 1990: "nineties"}  # fmt: skip
+                1970: "seventies", 1980: "eighties", 1990: "nineties"}
 
 # Pattern families by the slots they use. An original and its paraphrase use the same slot
 # values through two different patterns of one family (and freshly drawn surface forms).
@@ -91,7 +91,7 @@ PATTERN_FAMILIES: dict[tuple[str, ...], tuple[str, ...]] = {
     ("g",): ("{g} {movie}", "good {g} {movie}", "{g} {movie} to watch tonight", "a {g} {movie}"),
     ("d",): ("{movie} from the {d}", "{d} {movie}", "a {movie} made in the {d}"),
     ("y",): ("{movie} released in {y}", "{y} {movie}", "a {movie} that came out in {y}"),
-}  # fmt: skip
+}
 _FAMILY_ORDER = list(PATTERN_FAMILIES)
 # Tags made of these say nothing a genre slot does not already say ("sci-fi", "cult film").
 _GENERIC_WORDS = frozenset({"movie", "movies", "film", "films"} | {

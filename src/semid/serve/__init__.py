@@ -21,11 +21,11 @@ generator, the rest (pandas, DVC, the dense index, BM25) only where a command ne
 from semid.serve.checks import (
     METHODS, ServeError, check_items, check_k, check_method, check_query, check_query_frame, check_query_rows,
     check_user, item_id_of, parse_item_ids, read_query_file,
-)  # fmt: skip
+)
 from semid.serve.pipeline import Hit, Pipeline
 from semid.serve.runs import (
     ARTIFACTS, REV_CACHE, REV_PATHS, STAGE_ORDER, Run, locate_run, materialise_rev, missing_artifacts, require,
-)  # fmt: skip
+)
 from semid.serve.scoring import SCORE_KS, QueryScores, score_search
 
 __all__ = [
@@ -34,4 +34,4 @@ __all__ = [
     "check_items", "check_k", "check_method", "check_query", "check_query_frame", "check_query_rows",
     "check_user", "item_id_of", "locate_run", "materialise_rev", "missing_artifacts", "parse_item_ids",
     "read_query_file", "require", "score_search",
-]  # fmt: skip
+]

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 from semid.serve.checks import (
     ServeError, check_items, check_k, check_method, check_query, check_query_frame, check_query_rows,
     check_user, read_query_file,
-)  # fmt: skip
+)
 from semid.serve.runs import (
     ARTIFACTS, load_catalogue, load_dense_index, load_evaluate_config, load_trained_generator,
     load_train_histories, locate_run,
-)  # fmt: skip
+)
 from semid.serve.scoring import QueryScores, score_search
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ class Hit:
         return {
             "rank": self.rank, "item_id": self.item_id, "title": self.title,
             "semantic_id": self.semantic_id, "score": self.score,
-        }  # fmt: skip
+        }
 
 
 class Pipeline:
@@ -101,7 +101,7 @@ class Pipeline:
                 rank=rank, item_id=int(item), title=str(self.items.at[item, "title"]),
                 semantic_id=self.table.sid(space, int(item)),
                 score=None if score is None or math.isnan(score) else round(float(score), 6),
-            )  # fmt: skip
+            )
             for rank, (item, score) in enumerate(zip(items, scores), start=1)
         ]
 

@@ -45,7 +45,7 @@ STAGE_ORDER = tuple(dict.fromkeys(artifact.stage for artifact in STAGE_OUTPUTS))
 # Copied out of the DVC cache for a rev (the generator's checkpoints are left behind).
 REV_PATHS = (
     "params.yaml", "profiles", PREPARED.path, IDS.path, EMBEDDINGS.path, f"{GENERATOR.path}/{GENERATOR_MODEL}",
-)  # fmt: skip
+)
 REV_CACHE = Path(".dvc/tmp/semid-serve")
 
 
