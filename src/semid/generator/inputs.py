@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
 from semid.generator.examples import INDEX_PREFIX, REC_PREFIX, SEARCH_PREFIX
 from semid.generator.table import GeneratorError
@@ -104,8 +105,6 @@ class TextEncoderInputs:
 
     def batch(self, sources: Sequence[str], model) -> dict[str, Any]:
         """Padded encoder input for ``model.generate``: ``inputs_embeds`` + ``attention_mask``."""
-        import torch
-
         input_ids, attention_mask, text_states = pad_rows(self.rows(sources), self.tokenizer.pad_token_id)
         device = model.device
         with torch.no_grad():
@@ -115,8 +114,6 @@ class TextEncoderInputs:
 
 def pad_rows(rows: Sequence[dict[str, Any]], pad_id: int):
     """(input_ids, attention_mask, text_states or None) as right-padded tensors."""
-    import torch
-
     length = max(len(r["input_ids"]) for r in rows)
     input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), length), dtype=torch.long)

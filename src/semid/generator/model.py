@@ -27,14 +27,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+import transformers
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+from transformers import AutoTokenizer, T5Config, T5Tokenizer
 
 from semid.generator.inputs import MARKERS, TEXT_TOKEN, TextEncoderInputs, TokenizerInputs
 from semid.generator.t5 import SemanticIdT5
 from semid.generator.table import GeneratorError, IdTable
 from semid.generator.text_encoder import FrozenTextEncoder
 from semid.ids import token as id_token
-from semid.seeding import pin_threads
 from semid.io import atomic_dir
+from semid.seeding import pin_threads
 
 MODEL_DIR = "model"
 META_FILE = "semid_generator.json"
@@ -53,8 +57,6 @@ def configure_torch(threads: int) -> None:
     with them and ~370 without. The flag is per thread and a thread pool made earlier keeps
     its own, so call this before any torch work in the process.
     """
-    import torch
-
     torch.set_flush_denormal(True)
     if threads > 0:
         pin_threads(threads)
@@ -65,9 +67,6 @@ def configure_torch(threads: int) -> None:
 
 def train_text_tokenizer(texts: Iterable[str], vocab_size: int):
     """A T5-layout Unigram tokenizer trained offline on our own texts (pad=0, eos=1, unk=2)."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-    from transformers import T5Tokenizer
-
     tokenizer = Tokenizer(models.Unigram())
     tokenizer.normalizer = normalizers.NFKC()
     # The same pre-tokenizer T5Tokenizer uses, so the learned pieces are the ones it will find.
@@ -118,8 +117,6 @@ def check_round_trip(tokenizer, table: IdTable) -> None:
 
 
 def _scratch_config(config, vocab_size: int, tokenizer, text_state_dim: int = 0):
-    from transformers import T5Config
-
     return T5Config(
         vocab_size=int(vocab_size),
         d_model=int(config.d_model),
@@ -144,8 +141,6 @@ def id_only_tokenizer(table: IdTable):
     """A T5-layout tokenizer with no text pieces: the special tokens, task markers, ``<text>`` and
     the ID tokens. Text reaches the model as encoder states, so a text vocabulary would only cost
     softmax width."""
-    from transformers import T5Tokenizer
-
     tokenizer = T5Tokenizer(vocab=[(PAD, 0.0), (EOS, 0.0), (UNK, 0.0), ("\u2581", -1.0)], extra_ids=0)
     tokenizer.add_tokens([*MARKERS.values(), TEXT_TOKEN])
     add_id_tokens(tokenizer, table)
@@ -193,9 +188,6 @@ def create_model(config, table: IdTable, corpus: Iterable[str], seed: int):
     """(model, tokenizer, inputs): a pretrained T5 with the ID tokens added, or a small T5 from
     scratch that reads a frozen text encoder's states (``generator.text_encoder``) or, without one,
     text tokenized by a vocabulary trained on our own texts."""
-    import transformers
-    from transformers import AutoTokenizer
-
     transformers.set_seed(seed)
     meta = generator_meta(config, table)
     if config.model == SCRATCH and meta["text_encoder"]:
@@ -238,8 +230,6 @@ def init_id_embeddings(model, tokenizer, table: IdTable, item_vectors: dict[int,
     centred and scaled to the RMS of the random ones, level by level, so the logits keep their
     scale. Returns the number of tokens set.
     """
-    import torch
-
     weight = model.get_input_embeddings().weight  # the decoder's, tied with the output layer
     scale = weight.detach().pow(2).mean().sqrt()
     levels = table.levels - 1 if table.meta.get("dedup") else table.levels
@@ -296,9 +286,6 @@ class Generator:
 
 def load_generator(folder: Path, table: IdTable, device: str | None = None) -> Generator:
     """Load a trained generator; fail clearly when it was trained on another ID vocabulary or table."""
-    import torch
-    from transformers import AutoTokenizer
-
     folder = Path(folder)
     meta_path = folder / META_FILE
     if not meta_path.exists():

@@ -13,8 +13,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
+from transformers import AutoModel, AutoTokenizer
 
 from semid.io import progress, progress_enabled
+from semid.models import resolve_sentence_model
 
 # Query texts are ~7 word pieces; item texts are cut here (the generator sees the start of the text).
 ENCODE_BATCH = 256
@@ -30,11 +33,6 @@ class FrozenTextEncoder:
     _states: dict[tuple[str, int, bool], dict[str, np.ndarray]] = {}
 
     def __init__(self, name: str, max_tokens: int, device: str = "cpu"):
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-
-        from semid.models import resolve_sentence_model
-
         folder = resolve_sentence_model(name)
         self.name = name
         self.max_tokens = int(max_tokens)

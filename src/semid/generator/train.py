@@ -13,11 +13,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 
 from semid.generator.examples import Example
 from semid.generator.inputs import pad_rows
-from semid.generator.model import MODEL_DIR, create_model, init_id_embeddings, save_generator, target_token_ids
+from semid.generator.model import (
+    MODEL_DIR,
+    create_model,
+    init_id_embeddings,
+    save_generator,
+    target_token_ids,
+)
 from semid.generator.table import GeneratorError, IdTable, task_space
+from semid.io import atomic_path, progress_enabled
+from semid.training import WallClockGuard, latest_checkpoint
 
 CHECKPOINT_DIR = "checkpoints"
 FINGERPRINT_FILE = "fingerprint.json"
@@ -51,8 +61,6 @@ class RowCollator:
         self.pad_token_id = pad_token_id
 
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        import torch
-
         input_ids, attention_mask, text_states = pad_rows(rows, self.pad_token_id)
         width = max(len(r["labels"]) for r in rows)
         labels = torch.full((len(rows), width), -100, dtype=torch.long)
@@ -75,9 +83,6 @@ def remove_stale_temporaries(folder: Path) -> None:
 
 def prepare_checkpoints(folder: Path, fingerprint: dict[str, Any]) -> str | None:
     """The checkpoint to resume from, or None; checkpoints of another run setup are removed."""
-    from semid.io import atomic_path
-    from semid.training import latest_checkpoint
-
     marker = folder / FINGERPRINT_FILE
     if folder.exists() and (not marker.exists() or json.loads(marker.read_text()) != fingerprint):
         shutil.rmtree(folder)
@@ -88,9 +93,6 @@ def prepare_checkpoints(folder: Path, fingerprint: dict[str, Any]) -> str | None
 
 
 def _trainer_class():
-    import torch
-    from transformers import Seq2SeqTrainer
-
     class RngNeutralEvalTrainer(Seq2SeqTrainer):
         """Seq2SeqTrainer whose evaluation leaves the global torch RNG as it found it.
 
@@ -127,6 +129,7 @@ def loss_curve(log_history: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 def _report_to() -> list[str]:
     """Hugging Face's MLflow integration, only inside the stage's own run (it then logs the curve
     into that run instead of starting a second one)."""
+    # Deferred: mlflow costs ~1.8 s to import (bench/import_costs.py), paid here only when training.
     try:
         import mlflow
     except ImportError:
@@ -149,12 +152,6 @@ def train_generator(
     out_dir/checkpoints; save the model to out_dir/model. Returns the figures for metrics,
     including the loss curve under ``"curve"``. ``code_version`` (a hash of the source that
     trains) keys the checkpoints, so an edited trainer never resumes the old one's weights."""
-    import torch
-    from transformers import Seq2SeqTrainingArguments
-
-    from semid.io import progress_enabled
-    from semid.training import WallClockGuard
-
     if not train_examples:
         raise GeneratorError("no training examples: the train queries and train histories are empty")
     out_dir = Path(out_dir)
