@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import urllib.request
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from semid.io import SemidError, atomic_dir, atomic_path, progress
 
@@ -167,8 +169,6 @@ def extract_zip(release: Release, zip_path: Path, target: Path, how: str) -> Pat
 
 
 def download(url: str, target: Path) -> Path:
-    import urllib.request
-
     with atomic_path(target) as tmp:
         try:
             with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
@@ -183,8 +183,6 @@ def download(url: str, target: Path) -> Path:
 
 
 def _published_md5(release: Release) -> str | None:
-    import urllib.request
-
     if release.zip_md5:
         return release.zip_md5
     url = GROUPLENS_URL.format(name=release.name) + ".md5"
@@ -528,8 +526,6 @@ def write_prepared(data: PreparedData, out_dir: Path) -> None:
 
 def read_parquet(path: str | Path) -> pd.DataFrame:
     """A parquet file, or one DataError line naming it when it is no readable parquet."""
-    import pyarrow as pa
-
     try:
         return pd.read_parquet(path)
     except (OSError, ValueError, pa.ArrowException) as error:

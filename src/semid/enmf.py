@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,6 @@ def train_enmf(
     Items with no train interaction keep their (small, random) initial vector shrunk by the
     all-item term: ENMF knows nothing about them, and says so by scoring them near zero.
     """
-    import torch
-
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     item_index = {int(item): row for row, item in enumerate(item_ids)}

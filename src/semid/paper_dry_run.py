@@ -30,7 +30,13 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from semid.config import DataConfig, find_root, workspace_root
+from semid.data import locate_raw, prepare_movielens, read_release
 from semid.io import SemidError, user_errors_exit
+from semid.models import installed_models
+
+# torch and transformers (~4.5 s with semid.generator, bench/import_costs.py) are imported inside
+# save_tiny_t5, so that a bad command line fails before they load.
 
 # What a scratch repo needs from the project (code, config, pipeline); never data or outputs.
 PROJECT_FILES = ("src", "params.yaml", "dvc.yaml", "profiles", "pyproject.toml", ".gitignore")
@@ -96,9 +102,6 @@ def save_tiny_t5(folder: Path, texts: Sequence[str], vocab_size: int = 500, seed
 
 def item_texts(n_items: int) -> list[str]:
     """item_text of a popular slice of ml-latest-small (the tokenizer's corpus)."""
-    from semid.config import DataConfig, find_root
-    from semid.data import locate_raw, prepare_movielens, read_release
-
     folder, _ = locate_raw("ml-latest-small", find_root() / "data" / "raw")
     raw = read_release("ml-latest-small", folder)
     items = prepare_movielens(raw, DataConfig(sample_items=n_items, sample_items_strategy="popular"), 42).items
@@ -107,8 +110,6 @@ def item_texts(n_items: int) -> list[str]:
 
 def substitutions(tiny_t5: Path, sample_items: int, t5_steps: int, search_queries: int) -> list[str]:
     """The `-S` edits of the paper profile that replace what needs the network (module docstring)."""
-    from semid.models import installed_models
-
     # `++key=value` (Hydra's add-or-override, which DVC's -S speaks) also sets keys the profile
     # file does not name yet, such as data.sample_items.
     profile = "profiles/paper.yaml:++"
@@ -131,8 +132,6 @@ def paper_dry_run(
     workdir: Path, sample_items: int = 1000, t5_steps: int = 4, search_queries: int = 100, extra: Sequence[str] = ()
 ) -> dict[str, dict]:
     """Run the paper profile in a scratch copy under ``workdir``; returns {metrics file: metrics}."""
-    from semid.config import workspace_root
-
     repo = make_scratch_repo(workspace_root(), workdir / "repo")
     tiny_t5 = save_tiny_t5(workdir / "tiny-flan-t5", item_texts(sample_items))
     edits = [*substitutions(tiny_t5, sample_items, t5_steps, search_queries), *extra]

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence, Set
 from typing import Protocol
 
+import bm25s
 import numpy as np
 import pandas as pd
 
@@ -55,7 +56,6 @@ class BM25Retriever:
 
     def __init__(self, items: pd.DataFrame):
         # Deferred: semid.embed imports this module, and only evaluate and serve need bm25s.
-        import bm25s
 
         self._bm25s = bm25s
         self.item_ids = items["item_id"].to_numpy()

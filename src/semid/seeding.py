@@ -9,6 +9,9 @@ import sys
 import numpy as np
 import threadpoolctl
 
+# torch (~2.2 s, bench/import_costs.py) is imported inside seed_everything: prepare_movielens and
+# gen_queries import this module for pin_threads and never use torch.
+
 # Kept alive for the process: threadpoolctl restores the old limits when its object is collected.
 _thread_limits: list[threadpoolctl.threadpool_limits] = []
 _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")

@@ -22,6 +22,9 @@ from typing import Any, Iterator
 from semid.config import Params, find_root
 from semid.io import file_lock
 
+# mlflow (~1.8 s, bench/import_costs.py) is imported inside the functions that log, so stages run
+# with SEMID_TRACKING=0 (tests, CI) and `semid` commands never pay for it.
+
 # Never log anything whose name looks secret, even if someone puts it in params.
 _SECRET = re.compile(r"(api[_-]?key|token|secret|password|credential)", re.IGNORECASE)
 

@@ -22,6 +22,10 @@ from semid.artifacts import EMBEDDINGS, GENERATOR, IDS, PREPARED, Artifact
 from semid.io import atomic_dir
 from semid.serve.checks import ServeError
 
+# semid.config (~0.26 s with numpy), semid.data (pandas, ~0.6 s) and semid.generator (torch +
+# transformers, ~4.5 s; bench/import_costs.py) are imported inside the functions that need them: this
+# module is on the path of `semid --help` (~0.06 s) and of every bad command line.
+
 if TYPE_CHECKING:
     import pandas as pd
 
