@@ -11,6 +11,10 @@ from typing import Any
 import yaml
 
 from semid.artifacts import IDS, PREPARED, QUERIES
+from semid.config import load_params
+from semid.data import load_interactions, load_items
+from semid.generator import build_examples, load_id_table, tokenizer_corpus
+from semid.queries import load_queries
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,11 +39,6 @@ class GeneratorInputs:
 
 
 def load_inputs(args: argparse.Namespace) -> GeneratorInputs:
-    from semid.config import load_params
-    from semid.data import load_interactions, load_items
-    from semid.generator import build_examples, load_id_table, tokenizer_corpus
-    from semid.queries import load_queries
-
     overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
     params = load_params(overrides=overrides)
     items, interactions = load_items(Path(args.prepared)), load_interactions(Path(args.prepared))

@@ -35,7 +35,19 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import torch
 from _generator_inputs import add_arguments, load_inputs
+
+from semid.generator import (
+    MODEL_DIR,
+    configure_torch,
+    diverse_beam_search,
+    generate_items,
+    load_generator,
+    task_space,
+    train_generator,
+)
+from semid.generator.trie import IdTrie, space_trie
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from decode_reference import callback_generate_items, loop_diverse_beam_search  # noqa: E402
@@ -85,11 +97,6 @@ def one_per_call(decoders: list[Callable[[], Ranked]]) -> Callable[[], Ranked]:
 
 def diverse_decoders(generator, sources, task, beams, groups, penalty, batch_size) -> dict:
     """The group beam search, new and previous, over the same batches; (items-as-IDs, scores) per input."""
-    import torch
-
-    from semid.generator import diverse_beam_search, task_space
-    from semid.generator.trie import space_trie
-
     trie = space_trie(generator, task_space(generator.table.spaces, task))
 
     def run(search) -> Callable[[], Ranked]:
@@ -124,11 +131,6 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=0, help="also decode this many inputs one per call")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     args = parser.parse_args()
-
-    import torch
-
-    from semid.generator import MODEL_DIR, generate_items, load_generator, configure_torch, train_generator
-    from semid.generator.trie import IdTrie
 
     inputs = load_inputs(args)
     params, table, train = inputs.params, inputs.table, inputs.train

@@ -22,8 +22,15 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import torch
 import yaml
 from _generator_inputs import add_arguments, load_inputs
+from transformers import TrainerCallback
+
+from semid.evaluate import decode_rec, decode_search, hit_rank, ranking_metrics, rec_test_set, search_test_set
+from semid.generator import Generator, build_examples, configure_torch, train_generator
+from semid.generator.model import generator_meta, make_inputs
+from semid.queries import load_queries
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -48,18 +55,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     args = parser.parse_args()
 
-    import torch
-
-    from semid.generator import configure_torch
 
     # First thing: threads made before the denormal flush keep denormals (see configure_torch).
     configure_torch(args.threads)
-    from transformers import TrainerCallback
-
-    from semid.evaluate import decode_rec, decode_search, hit_rank, ranking_metrics, rec_test_set, search_test_set
-    from semid.generator import Generator, build_examples, train_generator
-    from semid.generator.model import generator_meta, make_inputs
-    from semid.queries import load_queries
 
     inputs = load_inputs(args)
     params, items, interactions, table = inputs.params, inputs.items, inputs.interactions, inputs.table

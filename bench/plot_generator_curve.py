@@ -9,6 +9,9 @@ import argparse
 import json
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -28,10 +31,8 @@ def main() -> None:
         )
     if not args.png:
         return
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 6), sharex=True)
     def run_of(row: dict) -> tuple[str, int]:

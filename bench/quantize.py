@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import time
 
 import numpy as np
+import torch
+
+from semid.quantize import make_quantizer
 
 QUANTIZERS = ("rqkmeans", "rqvae", "rqvae_naive", "dictlearn", "rlfq")
 
@@ -29,12 +33,6 @@ def synthetic(n: int, dim: int, seed: int = 0) -> np.ndarray:
 
 
 def measure(args: argparse.Namespace) -> None:
-    import resource
-
-    import torch
-
-    from semid.quantize import make_quantizer
-
     torch.set_num_threads(args.threads)
     x = np.load(args.embeddings)[: args.n] if args.embeddings else synthetic(args.n, args.dim)
     options = {} if args.name in ("rqkmeans", "dictlearn") else {"steps": args.steps}

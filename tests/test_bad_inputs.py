@@ -19,13 +19,20 @@ from typing import Callable
 import pandas as pd
 import pytest
 import yaml
+from conftest import REPO_ROOT
 
 import semid
-from semid.config import POWER_OF_TWO_QUANTIZERS, QUANTIZERS, ConfigError, DataConfig, check_item_count, load_params
+from semid.config import (
+    POWER_OF_TWO_QUANTIZERS,
+    QUANTIZERS,
+    ConfigError,
+    DataConfig,
+    check_item_count,
+    load_params,
+)
 from semid.data import aggregate_tags, build_items, read_release
+from semid.quantize import QuantizeError, make_quantizer
 from semid.serve import item_id_of
-
-from conftest import REPO_ROOT
 
 SRC = Path(semid.__file__).resolve().parents[1]  # the code under test, wherever it was imported from
 BASE_PARAMS = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
@@ -169,8 +176,6 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case: Case, tmp_path: P
 
 
 def test_power_of_two_quantizers_match_the_quantizer_classes():
-    from semid.quantize import QuantizeError, make_quantizer
-
     refused = []
     for name in QUANTIZERS:
         try:

@@ -13,16 +13,18 @@ import math
 import random
 
 import pytest
+import torch
 from decode_reference import callback_generate_items, loop_diverse_beam_search
 from generator_fixtures import small_world, tiny_scratch_config
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
+from transformers.generation.logits_process import PrefixConstrainedLogitsProcessor
 
 from semid.generator import (
     MODEL_DIR,
     Generator,
     IdTrie,
     add_id_tokens,
+    decode,
     diverse_beam_search,
     generate_items,
     load_generator,
@@ -31,7 +33,6 @@ from semid.generator import (
     train_generator,
     train_text_tokenizer,
 )
-from semid.generator import decode
 from semid.generator.decode import FILL_ROUNDS
 from semid.generator.trie import TrieTables, space_trie, trie_logits_processor
 
@@ -171,7 +172,6 @@ def test_rec_ranking_is_filled_to_k_when_the_beams_land_on_seen_items(
     assert decoded.ranked_items[1] == today[1] and decoded.scores[1] == today_scores[1]
     assert decoded.invalid_id_rate == 0.0
     # diverse beam search: the same, its own first items kept
-    import torch
 
     diverse = generate_items(
         generator, inputs, "rec", k=k, num_beams=k, num_beam_groups=5, diversity_penalty=0.25, exclude=exclude
@@ -213,8 +213,6 @@ def test_unconstrained_decoding_still_works(world, generator, sources):
 def test_diverse_beam_search_equals_the_loop_implementation(
     generator, sources, task, num_beams, num_groups, penalty
 ):
-    import torch
-
     trie = IdTrie(generator.tokenizer, generator.table, "joint")
     batch = generator.model_inputs(sources(task, 6))
     with torch.no_grad():
@@ -259,9 +257,6 @@ def _draw_prefix(data, trie: IdTrie, depth: int, noise: list[int]) -> list[int]:
 def test_tables_admit_exactly_the_tries_tokens(world, tokenizer, data):
     """The mask (and the logits processor built on it) against ``IdTrie.allowed`` and Hugging Face's
     own callback processor, on random prefixes on and off the trie."""
-    import torch
-    from transformers.generation.logits_process import PrefixConstrainedLogitsProcessor
-
     table = world["table"]
     scattered = data.draw(st.booleans())
     tok = ScatteredIds(tokenizer, table, data.draw(st.integers(0, 10**6))) if scattered else tokenizer
@@ -288,8 +283,6 @@ def test_tables_admit_exactly_the_tries_tokens(world, tokenizer, data):
 
 
 def test_trie_and_tables_are_built_once_per_generator_and_space(generator, sources, monkeypatch):
-    import torch
-
     trie = space_trie(generator, "joint")
     tables = trie.tables("cpu")
     assert space_trie(generator, "joint") is trie and trie.tables(torch.device("cpu")) is tables

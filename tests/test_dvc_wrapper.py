@@ -6,13 +6,15 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO_ROOT, run, stage_env
+
 from semid import experiments
 from semid.experiments import ExperimentError
+from semid.grid import GridPoint, queue_points
 
 STAND_IN = """
 import json, os, sys, yaml
@@ -107,8 +109,6 @@ def test_a_rev_whose_outputs_are_not_in_the_cache_says_how_to_fetch_them(repo, t
 
 
 def test_a_queued_grid_runs_skips_what_is_done_and_names_its_failed_experiment(repo, capsys):
-    from semid.grid import GridPoint, queue_points
-
     point = GridPoint("content", "rqvae_naive")
     assert queue_points(repo, [point]) == [point]
     experiments.queue(repo, "queued-broken", ["quantizer=broken"])
@@ -129,8 +129,6 @@ def test_a_queued_grid_runs_skips_what_is_done_and_names_its_failed_experiment(r
 
 
 def _stop_workers(repo: Path, timeout_s: float = 60) -> None:
-    import time
-
     dvc(repo, "queue", "stop")
     deadline = time.monotonic() + timeout_s
     while "Worker status: 0 active" not in dvc(repo, "queue", "status") and time.monotonic() < deadline:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import sys
 
+import mlflow
 import pytest
+from conftest import REPO_ROOT, SHARED_MOVIELENS, TINY, dvc, run, set_params, stage_env
 
-from conftest import REPO_ROOT, TINY, dvc, run, set_params, stage_env
+from semid.experiments import show
 from semid.grid import grid_points
+from semid.paper_dry_run import paper_dry_run
+from semid.results import best_per_point
 
 
 def test_grid_points_are_the_cross_product_and_names_are_checked():
@@ -30,8 +34,6 @@ def test_queued_grid_points_give_two_experiments_and_one_mlflow_store(dvc_repo):
     out = run(grid, dvc_repo, env)
     assert "queued content-rqkmeans" in out.stdout and "queued content-rqvae" in out.stdout
 
-    from semid.experiments import show
-    from semid.results import best_per_point
 
     found = {r.name: r for r in show(dvc_repo, all_commits=True)}
     kmeans, vae = found["content-rqkmeans"], found["content-rqvae"]
@@ -41,7 +43,6 @@ def test_queued_grid_points_give_two_experiments_and_one_mlflow_store(dvc_repo):
     assert kmeans.metrics["ids"] != vae.metrics["ids"]
     assert len(best_per_point(found.values())) == 2
 
-    import mlflow
 
     client = mlflow.tracking.MlflowClient(f"sqlite:///{dvc_repo / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("semid")
@@ -65,10 +66,6 @@ def test_queued_grid_points_give_two_experiments_and_one_mlflow_store(dvc_repo):
 
 @pytest.mark.slow
 def test_paper_profile_dry_run_wires_every_stage(tmp_path, monkeypatch):
-    from semid.paper_dry_run import paper_dry_run
-
-    from conftest import SHARED_MOVIELENS
-
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     monkeypatch.setenv("SEMID_MOVIELENS_MIRROR", str(SHARED_MOVIELENS))  # as `make` sets it
     metrics = paper_dry_run(tmp_path, sample_items=400, t5_steps=2, search_queries=20)

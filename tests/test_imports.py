@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from semid.config import RELEASES
+from semid.data import RELEASES as READERS
 from semid.stages.code_deps import SOURCE_ROOT, _imported_names, module_file
 
 
@@ -56,9 +58,6 @@ def test_a_cycle_is_found_when_there_is_one():
 
 
 def test_config_names_the_releases_data_reads():
-    from semid.config import RELEASES
-    from semid.data import RELEASES as READERS
-
     assert RELEASES == tuple(READERS)
 
 

@@ -1,4 +1,5 @@
 import hashlib
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -9,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from sentence_transformers import SentenceTransformer
 
 from semid import models
 from semid.io import SemidError
@@ -20,7 +22,6 @@ def test_packaged_minilm_resolves_offline(monkeypatch):
     folder = resolve_sentence_model("all-MiniLM-L6-v2")
     assert folder.endswith("model") or "minilm" in folder.lower()
     assert resolve_sentence_model("sentence-transformers/all-MiniLM-L6-v2") == folder
-    from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(folder, device="cpu")
     assert model.encode(["a space opera"]).shape == (1, 384)
@@ -159,8 +160,6 @@ def test_an_unverified_cached_folder_is_rebuilt_from_the_parts(fake_mpnet):
 def test_recorded_mpnet_checksums_match_the_registry_record():
     """The digests in the code are those of the five registry wheels (their RECORD files list the
     same ones); checked against the installed parts where they are installed."""
-    import importlib.metadata
-
     assert len(models.MPNET_PART_SHA256) == len(models.MPNET_PARTS) == 5
     assert all(len(d) == 64 and int(d, 16) >= 0 for d in (*models.MPNET_PART_SHA256, models.MPNET_ZIP_SHA256))
     for name, digest in zip(models.MPNET_PARTS, models.MPNET_PART_SHA256):

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import yaml
+from conftest import PROJECT_FILES, REPO_ROOT, TINY, dvc, run, set_params, stage_env
 
-from conftest import REPO_ROOT, TINY, dvc, run, set_params, stage_env
+import semid.stages.code_deps as deps
 from semid.io import read_json, write_json, write_json_set
 from semid.stages.code_deps import STAGES, code_deps
 
@@ -77,8 +83,6 @@ def test_dvc_yaml_lists_every_module_each_stage_can_import():
 
 
 def test_code_deps_follow_a_new_import(tmp_path, monkeypatch):
-    import semid.stages.code_deps as deps
-
     package = tmp_path / "semid"
     shutil.copytree(REPO_ROOT / "src" / "semid", package, ignore=shutil.ignore_patterns("__pycache__"))
     (package / "newdep.py").write_text("X = 1\n")
@@ -125,8 +129,6 @@ KILLABLE = {**TINY, "generator": {**TINY["generator"], "save_steps": 4}}
 @pytest.fixture(scope="module")
 def project_copy(tmp_path_factory) -> Path:
     """The project's code and config, copied once: every pipeline below runs the same code."""
-    from conftest import PROJECT_FILES
-
     copy = tmp_path_factory.mktemp("project")
     for file in (*PROJECT_FILES, ".gitignore"):
         source = REPO_ROOT / file
@@ -195,11 +197,6 @@ def test_two_runs_from_scratch_on_other_thread_counts_give_the_same_bits(project
 def _kill_when(repo: Path, stage: str, ready, after_seconds: float) -> bool:
     """Start `dvc repro <stage>`, kill -9 its whole process group ``after_seconds`` after
     ``ready(repo)`` holds; False when the stage finished first."""
-    import os
-    import signal
-    import subprocess
-    import time
-
     process = subprocess.Popen([sys.executable, "-m", "dvc", "repro", stage], cwd=repo, env=stage_env(repo),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 600
@@ -215,8 +212,6 @@ def _kill_when(repo: Path, stage: str, ready, after_seconds: float) -> bool:
 
 def _running(stage_module: str):
     """True once a process runs ``python -m semid.stages.<stage_module>`` (the stage body, not DVC)."""
-    import psutil
-
     def ready(_repo: Path, pid: int) -> bool:
         try:
             children = psutil.Process(pid).children(recursive=True)

@@ -16,24 +16,26 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
+import yaml
+from conftest import dvc, run, stage_env
 from generator_fixtures import prepared_slice, residual_semantic_ids, template_queries, tiny_scratch_config
 
-from semid.serve import Pipeline, ServeError
+from semid import artifacts, data, embed, ids
+from semid.config import EmbedConfig
+from semid.data import write_prepared
+from semid.embed import EmbeddingInputs, embed_items, write_embeddings
+from semid.evaluate import bm25_search
+from semid.generator import MODEL_DIR, load_id_table, rec_train_examples, search_examples, train_generator
+from semid.generator.model import META_FILE
+from semid.ids import write_semantic_ids
+from semid.serve import Pipeline, ServeError, runs
 
 N_ITEMS = 60
 
 
 @pytest.fixture(scope="module")
 def project(ml_small_raw, tmp_path_factory):
-    import torch
-    import yaml
-
-    from semid.config import EmbedConfig
-    from semid.data import write_prepared
-    from semid.embed import EmbeddingInputs, embed_items, write_embeddings
-    from semid.generator import load_id_table, rec_train_examples, search_examples, train_generator
-    from semid.ids import write_semantic_ids
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # two shared cores
     root = tmp_path_factory.mktemp("project")
@@ -109,8 +111,6 @@ def test_recommend_never_leaves_the_catalogue_nor_returns_the_history(project):
 
 
 def test_score_queries_recall_matches_search_by_hand(project, tmp_path):
-    from semid.evaluate import bm25_search
-
     pipeline, queries, items = project["pipeline"], project["queries"], project["items"]
     sample = queries.iloc[1::6].head(8)
     rows = [{"item_id": str(i), "query": t} for i, t in zip(sample["item_id"], sample["text"])]
@@ -211,8 +211,6 @@ def test_cli_answers_in_json_and_fails_clearly(project, tmp_path):
 
 
 def test_a_git_rev_loads_from_the_local_dvc_cache(project, tmp_path):
-    from conftest import dvc, run, stage_env
-
     repo = tmp_path / "repo"
     shutil.copytree(project["root"], repo, ignore=shutil.ignore_patterns("work", "checkpoints"))
     env = stage_env(repo)
@@ -238,10 +236,6 @@ def test_a_git_rev_loads_from_the_local_dvc_cache(project, tmp_path):
 def test_run_layout_comes_from_the_artifacts_and_the_owners_file_names():
     # semid.serve.runs spells the file in each stage folder (their owners import pandas or torch);
     # the folders are semid.artifacts'. Both must agree with the code that writes them.
-    from semid import artifacts, data, embed, ids
-    from semid.generator import MODEL_DIR
-    from semid.generator.model import META_FILE
-    from semid.serve import runs
 
     owners = {
         "items": (artifacts.PREPARED, data.ITEMS_FILE),

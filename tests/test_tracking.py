@@ -9,6 +9,10 @@ import sys
 import textwrap
 import time
 
+import mlflow
+
+from semid.tracking import tracking_uri
+
 # Run in a fresh interpreter: the experiment check answers "absent" once (as it would to two workers
 # that both check before either creates), then the store is created, at a common start time.
 _INIT_CHILD = textwrap.dedent(
@@ -49,9 +53,6 @@ def test_two_workers_create_the_experiment_once(tmp_path, monkeypatch):
     assert [child.returncode for child in children] == [0, 0], [err[-2000:] for _, err in results]
     assert len({out.strip() for out, _ in results}) == 1  # the same experiment id
 
-    import mlflow
-
-    from semid.tracking import tracking_uri
 
     client = mlflow.MlflowClient(tracking_uri(tmp_path))
     experiments = [e.name for e in client.search_experiments()]
