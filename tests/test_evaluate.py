@@ -8,6 +8,8 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from conftest import dvc, set_params
 from generator_fixtures import small_world, tiny_scratch_config, write_embeddings
 
 from semid.config import EvaluateConfig
@@ -24,6 +26,7 @@ from semid.evaluate import (
     search_test_set,
     segment_metrics,
 )
+from semid.generator import MODEL_DIR, load_generator, search_examples, train_generator
 
 
 def test_metrics_match_hand_computed_values():
@@ -77,10 +80,6 @@ def test_rec_test_set_head_items_and_popularity_follow_the_protocol():
 
 @pytest.fixture(scope="module")
 def evaluated(ml_small_raw, tmp_path_factory):
-    import torch
-
-    from semid.generator import MODEL_DIR, load_generator, search_examples, train_generator
-
     torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("eval")
     items, interactions, queries, table, vectors = small_world(ml_small_raw, folder)
@@ -123,10 +122,19 @@ def test_evaluation_reports_every_metric_on_the_same_test_sets(evaluated):
     assert result.baselines["dense_search_recall_at_30"] > 0.6
 
 
+def test_id_ceiling_starts_from_the_dense_baseline_and_splits_the_loss(evaluated):
+    result, *_ = evaluated
+    ceiling = result.id_ceiling
+    for task in ("search", "rec"):
+        # the ceiling's full dense ranking is the dense baseline's: same Recall@30, same protocol
+        assert ceiling[f"{task}_dense_recall_at_30"] == pytest.approx(result.baselines[f"dense_{task}_recall_at_30"])
+        assert ceiling[f"{task}_applicable"] == 1 and ceiling[f"{task}_mean_bucket_size"] >= 1
+        assert 0.0 <= ceiling[f"{task}_recall_at_30_level1"] <= 1.0 and 0.0 <= ceiling[f"{task}_recall_at_30"] <= 1.0
+        assert ceiling[f"{task}_mean_bucket_size_level1"] >= ceiling[f"{task}_mean_bucket_size"]
+
+
 @pytest.mark.slow
 def test_whole_pipeline_in_dvc_writes_every_metric(dvc_repo):
-    from conftest import dvc, set_params
-
     set_params(
         dvc_repo,
         data={"sample_items": 300, "sample_items_strategy": "popular"},
@@ -135,6 +143,12 @@ def test_whole_pipeline_in_dvc_writes_every_metric(dvc_repo):
     )
     dvc(dvc_repo, "repro")
     expected = {
+        "id_ceiling.json": [
+            "search_recall_at_30",
+            "rec_recall_at_30",
+            "search_dense_recall_at_30",
+            "rec_recall_at_30_level1",
+        ],
         "search.json": [
             "recall_at_10",
             "recall_at_30",

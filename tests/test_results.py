@@ -9,12 +9,22 @@ schema, names) is DVC's own. The full pipeline version is tests/test_experiments
 from __future__ import annotations
 
 import re
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import REPO_ROOT, SHARED_MOVIELENS, run, stage_env
+from semid.experiments import Experiment, parse_show, show
+from semid.results import (
+    PAPER_EMBEDDINGS,
+    PAPER_LABEL,
+    PAPER_QUANTIZERS,
+    best_per_point,
+    load_paper_results,
+    write_results,
+)
 
 # search/rec Recall@30 the stand-in stage writes per quantizer.
 KNOWN = {"rqkmeans": (0.041, 0.052), "rqvae": (0.017, 0.044)}
@@ -29,6 +39,10 @@ json.dump({{"recall_at_10": rec / 2, "recall_at_30": rec, "recall_at_30_head": 3
 used = 1.0 if p["quantizer"] == "rqkmeans" else 0.25
 json.dump({{"codebook_usage_level_1": used, "codebook_usage_level_2": 1.0,
            "collision_rate": 0.3 if used == 1.0 else 0.7}}, open("metrics/ids.json", "w"))
+ceiling = {{"search_dense_recall_at_30": 0.2, "search_recall_at_30": 0.15, "search_recall_at_30_level1": 0.09,
+           "rec_dense_recall_at_30": 0.06, "rec_recall_at_30": 0.055, "rec_recall_at_30_level1": 0.03}}
+# rqvae stands for a run from before the ID ceiling: its file holds none of the keys
+json.dump(ceiling if p["quantizer"] == "rqkmeans" else {{}}, open("metrics/id_ceiling.json", "w"))
 """
 DVC_YAML = """
 stages:
@@ -40,14 +54,13 @@ stages:
       - metrics/search.json: {cache: false}
       - metrics/rec.json: {cache: false}
       - metrics/ids.json: {cache: false}
+      - metrics/id_ceiling.json: {cache: false}
 """
 
 
 @pytest.fixture(scope="module")
 def two_experiments(tmp_path_factory) -> Path:
     """A git + DVC repo with the project's params and two finished experiments (rqkmeans, rqvae)."""
-    import shutil
-
     repo = tmp_path_factory.mktemp("results") / "repo"
     repo.mkdir()
     shutil.copy2(REPO_ROOT / "params.yaml", repo / "params.yaml")
@@ -66,9 +79,6 @@ def two_experiments(tmp_path_factory) -> Path:
 
 
 def test_exp_show_of_real_experiments_is_parsed_with_resolved_params(two_experiments):
-    from semid.experiments import show
-    from semid.results import best_per_point
-
     found = show(two_experiments, all_commits=True)
     names = {r.name for r in found}
     assert {"content-rqkmeans", "content-rqvae", "workspace"} <= names
@@ -96,6 +106,14 @@ def test_make_results_writes_the_table_and_the_plots(two_experiments):
     vae_row = next(line for line in table.splitlines() if line.startswith("| RQ-VAE (fixed recipe) |"))
     assert "0.017" in vae_row and "0.700" in vae_row and "0.250" in vae_row and "0.002" in vae_row
     assert "| rec (ENMF) | — | — | — | — | not run |" in table
+    # where the recall is lost: dense − ceiling by the IDs, ceiling − generator by the generator
+    lost = next(line for line in table.splitlines() if line.startswith("| ml-latest-small | content | rqkmeans |")
+                and "0.150" in line)
+    assert ("| 0.200 | 0.150 | 0.090 | 0.041 | 0.050 | 0.109 | 0.060 | 0.055 | 0.030 | 0.052 | 0.005 | 0.003 |"
+            in lost)
+    older = next(line for line in table.splitlines() if line.startswith("| ml-latest-small | content | rqvae |")
+                 and "lost" not in line and line.count("—") >= 10)
+    assert "| — | — | — | 0.017 | — | — | — | — | — | 0.044 | — | — |" in older
     for name in ("tradeoff.png", "quantizers.png"):
         data = (two_experiments / "results" / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
@@ -103,8 +121,6 @@ def test_make_results_writes_the_table_and_the_plots(two_experiments):
 
 
 def test_profile_overlay_and_data_label_as_the_stages_see_them():
-    from semid.experiments import parse_show
-
     shown = [{
         "rev": "abc", "name": "paper-run",
         "data": {"rev": "abc", "timestamp": "2026-01-01T00:00:00",
@@ -114,7 +130,7 @@ def test_profile_overlay_and_data_label_as_the_stages_see_them():
                  "metrics": {"metrics/search.json": {"data": {"recall_at_30": 0.1}},
                              "metrics/rec.json": {"error": {"type": "FileNotFoundError"}}}},
         "experiments": None,
-    }]  # fmt: skip
+    }]
     (result,) = parse_show(shown)
     assert result.embedding == "multitask" and result.quantizer == "rqkmeans"
     assert result.data_label == "ml-25m, profile paper"
@@ -122,14 +138,12 @@ def test_profile_overlay_and_data_label_as_the_stages_see_them():
 
 
 def test_paper_numbers_match_the_reference_transcription():
-    from semid.results import PAPER_EMBEDDINGS, PAPER_QUANTIZERS
-
     reference = SHARED_MOVIELENS.parents[1] / "reference" / "paper.md"
     if not reference.exists():
         pytest.skip(f"no {reference}")
     text = reference.read_text()
     labels = {"content": "content (mpnet)", "search": "search-tuned", "rec": "rec (ENMF)", "separate": "separate",
-              "prefix-share": "prefix-share", "concat": "fused concat", "svd": "fused SVD", "multitask": "multi-task"}  # fmt: skip
+              "prefix-share": "prefix-share", "concat": "fused concat", "svd": "fused SVD", "multitask": "multi-task"}
     for method, numbers in PAPER_EMBEDDINGS.items():
         row = re.search(rf"^\| {re.escape(labels[method])} \|(.*)\|$", text, re.MULTILINE)
         cells = [c.strip() for c in row.group(1).split("|")]
@@ -143,8 +157,6 @@ def test_paper_numbers_match_the_reference_transcription():
 
 
 def test_paper_numbers_come_from_the_packaged_data_file_that_names_its_source():
-    from semid.results import PAPER_EMBEDDINGS, PAPER_LABEL, PAPER_QUANTIZERS, load_paper_results
-
     paper = load_paper_results()
     assert paper["source"]["authors"] == "Penha et al." and paper["source"]["year"] == 2025
     assert "Semantic IDs for Joint Generative Search and Recommendation" in paper["source"]["title"]
@@ -156,18 +168,16 @@ def test_paper_numbers_come_from_the_packaged_data_file_that_names_its_source():
 
 
 def test_no_experiment_gives_a_table_that_says_what_to_run(tmp_path):
-    from semid.results import write_results
-
     write_results([], tmp_path)
     assert "run `make grid`" in (tmp_path / "table.md").read_text()
     assert (tmp_path / "tradeoff.png").stat().st_size > 0
 
 
 def test_an_experiment_that_did_not_rerun_evaluate_is_not_credited_with_its_metrics():
-    from semid.experiments import Experiment
-
-    metrics = {"search": {"recall_at_30": 0.01, "embedding": "content", "quantizer": "rqkmeans"},
-               "rec": {"recall_at_30": 0.08}}  # fmt: skip
+    metrics = {
+        "search": {"recall_at_30": 0.01, "embedding": "content", "quantizer": "rqkmeans"},
+        "rec": {"recall_at_30": 0.08},
+    }
     partial = Experiment("quantize-only", "abc", None, {"embedding": "content", "quantizer": "rqvae"}, metrics)
     own = Experiment("full", "def", None, {"embedding": "content", "quantizer": "rqkmeans"}, metrics)
     assert not partial.finished and own.finished

@@ -41,6 +41,7 @@ TRAIN_CURVE = Artifact("metrics/train_t5_curve.csv", "train_t5", "plot", cached=
 SEARCH_METRICS = Artifact("metrics/search.json", "evaluate", "metrics", cached=False)
 REC_METRICS = Artifact("metrics/rec.json", "evaluate", "metrics", cached=False)
 BASELINE_METRICS = Artifact("metrics/baselines.json", "evaluate", "metrics", cached=False)
+ID_CEILING_METRICS = Artifact("metrics/id_ceiling.json", "evaluate", "metrics", cached=False)
 
 ARTIFACTS: tuple[Artifact, ...] = tuple(value for value in dict(globals()).values() if isinstance(value, Artifact))
 

@@ -16,7 +16,7 @@ k returned (k = 30); a miss has no rank and scores 0 in every metric, so MRR her
 
 from __future__ import annotations
 
-from collections.abc import Sequence, Set
+from collections.abc import Iterator, Sequence, Set
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from semid.embed import load_embedding_meta, load_item_embeddings, load_query_encoder
+from semid.id_ceiling import bucket_ids, ceiling_metrics
 from semid.metrics import (  # noqa: F401  (re-exported: callers import the metrics from here too)
     KS,
     NDCG_K,
@@ -37,7 +38,16 @@ from semid.metrics import (  # noqa: F401  (re-exported: callers import the metr
     recall_at_k,
     segment_metrics,
 )
-from semid.retrievers import BM25Retriever, DenseRetriever, PopularityRetriever, Ranked, Retriever, run_task
+from semid.retrievers import (
+    BM25Retriever,
+    DenseRetriever,
+    PopularityRetriever,
+    Ranked,
+    Retriever,
+    history_vectors,
+    run_task,
+    top_k,
+)
 from semid.testsets import head_items, rec_test_set, search_test_set, train_popularity  # noqa: F401
 
 # --------------------------------------------------------------------------- baselines
@@ -50,11 +60,13 @@ def bm25_search(items: pd.DataFrame, texts: Sequence[str], k: int) -> list[list[
 
 class QueryEncoder:
     """A run's saved query encoder as a function texts -> (n, dim) vectors, loaded on first use
-    (rec and the CLI's error paths never need it)."""
+    (rec and the CLI's error paths never need it). The last call's vectors are kept: the dense
+    baseline and the ID ceiling encode the same test queries one after the other."""
 
     def __init__(self, embeddings_dir: Path):
         self.embeddings_dir = Path(embeddings_dir)
         self._model: Any = None
+        self._last: tuple[tuple[str, ...], np.ndarray] | None = None
 
     @property
     def model(self):
@@ -63,7 +75,11 @@ class QueryEncoder:
         return self._model
 
     def __call__(self, texts: list[str]) -> np.ndarray:
-        return self.model.encode(list(texts), batch_size=64, convert_to_numpy=True, normalize_embeddings=False)
+        key = tuple(texts)
+        if self._last is None or self._last[0] != key:
+            vectors = self.model.encode(list(texts), batch_size=64, convert_to_numpy=True, normalize_embeddings=False)
+            self._last = (key, vectors)
+        return self._last[1]
 
 
 def dense_retriever(embeddings_dir: Path) -> DenseRetriever:
@@ -132,6 +148,7 @@ class EvaluationResult:
     baselines: dict[str, float]
     search_predictions: pd.DataFrame
     rec_predictions: pd.DataFrame
+    id_ceiling: dict[str, float]  # metrics/id_ceiling.json, see ``id_ceiling``
 
 
 def _predictions(
@@ -163,6 +180,7 @@ def _decode_settings(config, k: int) -> dict[str, Any]:
 
 def decode_search(generator, texts: Sequence[str], config, k: int | None = None):
     """The evaluation's search decoding (``evaluate`` config: beams, groups, trie) of raw query texts."""
+    # Deferred: semid.generator imports torch + transformers (~6.7 s measured), which serve's dense index never needs.
     from semid.generator import SEARCH_PREFIX, generate_items
 
     k = k or config.k
@@ -175,6 +193,7 @@ def decode_rec(
     generator, recent: Sequence[list[int]], seen: Sequence[set[int]], config, k: int | None = None
 ):
     """The evaluation's rec decoding: the last H items as input, the user's items (``seen``) removed."""
+    # Deferred: semid.generator imports torch + transformers (~6.7 s measured), which serve's dense index never needs.
     from semid.generator import generate_items, rec_source
 
     k = k or config.k
@@ -182,9 +201,13 @@ def decode_rec(
     # Removing seen items must still leave k: widen the beam by the longest input history.
     extra = 0 if config.num_beam_groups > 1 else generator.history_length
     return generate_items(
-        generator, inputs, "rec", num_beams=max(config.num_beams, k) + extra, exclude=list(seen),
+        generator,
+        inputs,
+        "rec",
+        num_beams=max(config.num_beams, k) + extra,
+        exclude=list(seen),
         **_decode_settings(config, k),
-    )  # fmt: skip
+    )
 
 
 class GeneratorRetriever:
@@ -278,6 +301,65 @@ def baseline_metrics(scored: dict[tuple[str, str], TaskScore]) -> dict[str, floa
     return baselines
 
 
+# --------------------------------------------------------------------------- the ID ceiling
+
+
+def dense_rankings(
+    retriever: DenseRetriever, task: str, inputs: Sequence, exclude: Sequence[Set[int]] | None, batch: int = 256
+) -> Iterator[np.ndarray]:
+    """Every item row per input, best first, by ``retriever``'s dense scores (the user's items
+    dropped for rec, as in its ``recommend``). Batched numpy: lists of every item per input
+    would not fit for 5,000 queries."""
+    if task == "search":
+        vectors, space = np.asarray(retriever.encode_queries(list(inputs)), np.float32), retriever.search_space
+    else:
+        vectors = history_vectors(retriever.rec_space, [[retriever.row_of[i] for i in h] for h in inputs])
+        space = retriever.rec_space
+    for start in range(0, len(vectors), batch):
+        excluded = None
+        if exclude is not None:
+            excluded = [{retriever.row_of[i] for i in seen} for seen in exclude[start : start + batch]]
+        rows = top_k(vectors[start : start + batch], space, len(space), exclude=excluded)
+        for offset, row in enumerate(rows):
+            if excluded and excluded[offset]:
+                row = row[~np.isin(row, list(excluded[offset]))]
+            yield row
+
+
+def id_levels(table) -> int:
+    """The levels of an ID that name a bucket: all but the de-duplication level, if any."""
+    if table.meta.get("dedup"):
+        return int(table.meta.get("levels", table.levels - 1))
+    return table.levels
+
+
+def id_ceiling(dense: DenseRetriever | None, table, sets: HeldOutSets, k: int) -> dict[str, float]:
+    """metrics/id_ceiling.json: per task, Recall@k of the dense ranking (``dense_recall_at_k``, the
+    dense baseline's number) and of the same ranking as IDs without the de-duplication level
+    (``recall_at_k``) or with the first level alone (``recall_at_k_level1``), expected over the
+    order inside each bucket (``semid.id_ceiling``), in the ID space the task writes. NaN with
+    ``<task>_applicable`` 0 where the run has no dense scores for the task."""
+    # Deferred: semid.generator imports torch + transformers (~6.7 s measured), which serve's dense index never needs.
+    from semid.generator import task_space
+
+    out: dict[str, float] = {}
+    for task in ("search", "rec"):
+        if dense is None or task not in dense.tasks:
+            empty = ceiling_metrics([], [], {"": np.zeros(0, np.int64), "_level1": np.zeros(0, np.int64)}, k)
+            out.update({f"{task}_{key}": value for key, value in empty.items()})
+            out[f"{task}_applicable"] = 0
+            continue
+        inputs, targets, exclude = sets.inputs(task)
+        space = task_space(table.spaces, task)
+        codes = [table.codes[space][int(item)] for item in dense.item_ids]
+        buckets = {"": bucket_ids(codes, id_levels(table)), "_level1": bucket_ids(codes, 1)}
+        rankings = dense_rankings(dense, task, inputs, exclude)
+        metrics = ceiling_metrics(rankings, [dense.row_of[int(t)] for t in targets], buckets, k)
+        out.update({f"{task}_{key}": value for key, value in metrics.items()})
+        out[f"{task}_applicable"] = 1
+    return out
+
+
 # The baseline whose hit rank sits beside the generator's in predictions/<task>.parquet.
 PREDICTION_BASELINE = {"search": "bm25", "rec": "popularity"}
 
@@ -292,6 +374,7 @@ def evaluate_all(
     seed: int,
 ) -> EvaluationResult:
     """Generator (search + rec) and baselines on the same test sets; metrics and per-example predictions."""
+    # Deferred: semid.generator imports torch + transformers (~6.7 s measured), which serve's dense index never needs.
     from semid.generator import SEARCH_PREFIX, rec_source
 
     item_ids = items["item_id"].to_numpy(np.int64)
@@ -303,8 +386,8 @@ def evaluate_all(
         rec_segments=["head" if t in head else "torso" for t in rec_set["target_item"]],
     )
     model = GeneratorRetriever(generator, config)
-    scored = score_retrievers({"generator": model, **baseline_retrievers(items, interactions, embeddings_dir)},
-                              sets, config.k)  # fmt: skip
+    retrievers = {"generator": model, **baseline_retrievers(items, interactions, embeddings_dir)}
+    scored = score_retrievers(retrievers, sets, config.k)
 
     generated: dict[str, dict[str, float]] = {}
     for task, examples in (("search", sets.search), ("rec", sets.rec)):
@@ -318,15 +401,21 @@ def evaluate_all(
     generated["rec"]["head_items"] = len(head)
 
     search_predictions = _predictions(
-        [SEARCH_PREFIX + text for text in sets.search["text"]], sets.inputs("search")[1],
-        scored["generator", "search"].ranked, query_id=sets.search["query_id"].astype(str),
-    )  # fmt: skip
+        [SEARCH_PREFIX + text for text in sets.search["text"]],
+        sets.inputs("search")[1],
+        scored["generator", "search"].ranked,
+        query_id=sets.search["query_id"].astype(str),
+    )
     rec_predictions = _predictions(
-        [rec_source(generator.table, recent) for recent in rec_set["recent"]], sets.inputs("rec")[1],
-        scored["generator", "rec"].ranked, user_id=rec_set["user_id"], segment=sets.rec_segments,
-    )  # fmt: skip
+        [rec_source(generator.table, recent) for recent in rec_set["recent"]],
+        sets.inputs("rec")[1],
+        scored["generator", "rec"].ranked,
+        user_id=rec_set["user_id"],
+        segment=sets.rec_segments,
+    )
     for task, frame in (("search", search_predictions), ("rec", rec_predictions)):
         frame["baseline_hit_rank"] = pd.array(scored[PREDICTION_BASELINE[task], task].ranks, dtype="Int64")
+    ceiling = id_ceiling(retrievers.get("dense"), generator.table, sets, config.k)
     return EvaluationResult(
-        generated["search"], generated["rec"], baseline_metrics(scored), search_predictions, rec_predictions
+        generated["search"], generated["rec"], baseline_metrics(scored), search_predictions, rec_predictions, ceiling
     )

@@ -19,8 +19,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from semid.config import EMBEDDING_METHODS, QUANTIZERS
+import numpy as np
+import yaml
+
+from semid.config import EMBEDDING_METHODS, QUANTIZERS, workspace_root
 from semid.experiments import Experiment, parse_show, show
+from semid.io import atomic_path
 
 PAPER_COLUMNS = {"embeddings": ["search", "rec", "rec_head", "rec_torso"], "quantizers": ["search", "rec"]}
 
@@ -28,8 +32,6 @@ PAPER_COLUMNS = {"embeddings": ["search", "rec", "rec_head", "rec_torso"], "quan
 def load_paper_results() -> dict:
     """semid/reference/paper_results.yaml: the paper's Recall@30 tables and where they come from
     (its ``source``); each table's columns are checked against the order this module reads."""
-    import yaml
-
     paper = yaml.safe_load(resources.files("semid").joinpath("reference", "paper_results.yaml").read_text(encoding="utf-8"))
     for table, columns in PAPER_COLUMNS.items():
         rows = paper[table]["rows"]
@@ -57,6 +59,7 @@ METHOD_LABELS = {
     "search": "search-tuned",
     "rec": "rec (ENMF)",
     "separate": "separate",
+    "prefix_share": "prefix-share",
     "prefix-share": "prefix-share",
     "concat": "fused concat",
     "svd": "fused SVD",
@@ -136,14 +139,16 @@ def embedding_table(points: dict, data: str) -> list[str]:
         f"| search ({PAPER_LABEL}) | rec (paper) | rec head (paper) | rec torso (paper) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    methods = [*EMBEDDING_METHODS, *[m for m in PAPER_EMBEDDINGS if m not in EMBEDDING_METHODS]]
+    # The paper spells our prefix_share "prefix-share": one row for both.
+    methods = [*EMBEDDING_METHODS, *[m for m in PAPER_EMBEDDINGS if m.replace("-", "_") not in EMBEDDING_METHODS]]
     for method in methods:
         ours = points.get((data, method, REFERENCE_QUANTIZER))
-        paper = PAPER_EMBEDDINGS.get(method, (None,) * 4)
+        paper = PAPER_EMBEDDINGS.get(method.replace("_", "-"), PAPER_EMBEDDINGS.get(method, (None,) * 4))
         if ours is None and all(v is None for v in paper):
             continue
         cells = _point_cells(ours, lambda r: [r.metric("search", "recall_at_30"), r.metric("rec", "recall_at_30"),
-                                              r.metric("rec", "recall_at_30_head"), r.metric("rec", "recall_at_30_torso")])
+                                              r.metric("rec", "recall_at_30_head"),
+                                              r.metric("rec", "recall_at_30_torso")])
         if method == "prefix-share" and ours is None:
             cells[-1] = "not in semid's grid"
         lines.append(f"| {METHOD_LABELS[method]} | " + " | ".join([*cells, *map(_fmt, paper)]) + " |")
@@ -192,6 +197,41 @@ def all_points_table(points: dict) -> list[str]:
     return lines
 
 
+def _loss_cells(result: Experiment, task: str) -> list[str]:
+    """dense, ID ceiling, level-1 ceiling, generator, lost by the IDs, lost by the generator."""
+    dense = result.metric("id_ceiling", f"{task}_dense_recall_at_30")
+    ceiling = result.metric("id_ceiling", f"{task}_recall_at_30")
+    level1 = result.metric("id_ceiling", f"{task}_recall_at_30_level1")
+    generator = result.metric(task, "recall_at_30")
+    by_ids = dense - ceiling if dense is not None and ceiling is not None else None
+    by_generator = ceiling - generator if ceiling is not None and generator is not None else None
+    return [_fmt(v) for v in (dense, ceiling, level1, generator, by_ids, by_generator)]
+
+
+def loss_table(points: dict) -> list[str]:
+    """Where each point's Recall@30 is lost: dense − ceiling by the IDs, ceiling − generator by the generator."""
+    lines = [
+        "#### Where the recall is lost (Recall@30)",
+        "",
+        "\"ceiling\": the best any generator could do with the point's IDs — the dense ranking (the run's "
+        "query encoder; rec: mean of the history's item vectors) written as IDs without the "
+        "de-duplication level, each shared ID's items in an unknown order (expected recall); \"L1\": the "
+        "first level alone. \"lost by IDs\" = dense − ceiling, \"lost by generator\" = ceiling − generator "
+        "(metrics/id_ceiling.json; — where the experiment predates it). The ceiling bounds a generator that "
+        "reproduces the dense ranking, not every generator: \"lost by generator\" is negative where the trained "
+        "generator ranks better than the dense kNN (rec with content embeddings, for one).",
+        "",
+        "| data | embedding | quantizer | search dense | search ceiling | search ceiling L1 | search generator "
+        "| search lost by IDs | search lost by generator | rec dense | rec ceiling | rec ceiling L1 "
+        "| rec generator | rec lost by IDs | rec lost by generator | experiment |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for (data, embedding, quantizer), result in sorted(points.items()):
+        cells = [*_loss_cells(result, "search"), *_loss_cells(result, "rec")]
+        lines.append(f"| {data} | {embedding} | {quantizer} | " + " | ".join(cells) + f" | `{result.name}` |")
+    return lines
+
+
 def render_table(points: dict) -> str:
     """results/table.md: per data setting, the paper's two tables with its numbers beside ours."""
     out = [
@@ -212,12 +252,14 @@ def render_table(points: dict) -> str:
         out += [f"## {data}", ""]
         out += embedding_table(points, data) + [""]
         out += quantizer_table(points, data) + [""]
-    out += all_points_table(points)
+    out += all_points_table(points) + [""]
+    out += loss_table(points)
     return "\n".join(out) + "\n"
 
 
 def plot_tradeoff(points: dict, path: Path) -> None:
     """Search vs rec Recall@30 per grid point (ours), beside the paper's embedding methods."""
+    # Deferred (~0.5 s): the table alone, as the tests and `semid.results` imports need it, plots nothing.
     import matplotlib
 
     matplotlib.use("Agg")
@@ -251,11 +293,11 @@ def plot_tradeoff(points: dict, path: Path) -> None:
 
 def plot_quantizers(points: dict, path: Path) -> None:
     """Per-level code usage and collision rate per quantizer (from metrics/ids.json)."""
+    # Deferred (~0.5 s): the table alone, as the tests and `semid.results` imports need it, plots nothing.
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     data = _data_groups(points)[0] if points else None
     embedding = quantizer_table_embedding(points, data) if data else None
@@ -289,8 +331,6 @@ def plot_quantizers(points: dict, path: Path) -> None:
 
 def write_results(results: Sequence[Experiment], out_dir: Path) -> dict[tuple[str, str, str], Experiment]:
     """Write table.md, tradeoff.png and quantizers.png into ``out_dir``; returns the chosen points."""
-    from semid.io import atomic_path
-
     points = best_per_point(results)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "table.md") as tmp:
@@ -306,8 +346,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--exp-show-json", type=Path, help="a saved `dvc exp show --json` (default: run it)")
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args(argv)
-    from semid.config import workspace_root
-
     root = workspace_root()
     if args.exp_show_json:
         found = parse_show(json.loads(args.exp_show_json.read_text()))

@@ -6,6 +6,7 @@ from semid.artifacts import (
     BASELINE_METRICS,
     EMBEDDINGS,
     GENERATOR,
+    ID_CEILING_METRICS,
     IDS,
     PREDICTIONS,
     PREPARED,
@@ -24,7 +25,12 @@ from semid.queries import load_queries
 from semid.stages.common import stage_main
 from semid.tracking import stage_run
 
-METRICS = {"search": SEARCH_METRICS, "rec": REC_METRICS, "baselines": BASELINE_METRICS}
+METRICS = {
+    "search": SEARCH_METRICS,
+    "rec": REC_METRICS,
+    "baselines": BASELINE_METRICS,
+    "id_ceiling": ID_CEILING_METRICS,
+}
 
 
 @stage_main
@@ -50,9 +56,16 @@ def main() -> None:
             result.rec_predictions.to_parquet(tmp / "rec.parquet", index=False)
         # Which IDs and embeddings these numbers belong to: an experiment that reran only part of
         # the pipeline keeps older metrics files, and `make results` must not credit them to it.
-        provenance = {"embedding": load_embedding_meta(EMBEDDINGS.at())["method"],
-                      "quantizer": load_ids_meta(IDS.at())["quantizer"]}  # fmt: skip
-        sets = {"search": result.search, "rec": result.rec, "baselines": result.baselines}
+        provenance = {
+            "embedding": load_embedding_meta(EMBEDDINGS.at())["method"],
+            "quantizer": load_ids_meta(IDS.at())["quantizer"],
+        }
+        sets = {
+            "search": result.search,
+            "rec": result.rec,
+            "baselines": result.baselines,
+            "id_ceiling": result.id_ceiling,
+        }
         write_json_set({METRICS[name].at(): {**metrics, **provenance} for name, metrics in sets.items()})
         for name, metrics in sets.items():
             run.log_metrics({f"{name}.{key}": value for key, value in metrics.items()})
@@ -64,6 +77,12 @@ def main() -> None:
     )
     dense_search = base["dense_search_recall_at_30"] if base["dense_search_applicable"] else float("nan")
     print(f"{'dense kNN':>22} {dense_search:8.4f} {base.get('dense_rec_recall_at_30', float('nan')):8.4f}")
+    ceiling = result.id_ceiling
+    for label, suffix in (("ID ceiling", ""), ("ID ceiling, level 1", "_level1")):
+        print(
+            f"{label:>22} {ceiling[f'search_recall_at_{config.k}{suffix}']:8.4f} "
+            f"{ceiling[f'rec_recall_at_{config.k}{suffix}']:8.4f}"
+        )
     print(
         f"decoding: search {search['inputs_per_second']:.1f} inputs/s, rec {rec['inputs_per_second']:.1f} inputs/s; "
         f"invalid IDs {search['invalid_id_rate']:.3f} / {rec['invalid_id_rate']:.3f}"
