@@ -67,7 +67,7 @@ clean: venv
 
 # ---- experiments: the grid, results, the RQ-VAE report, remote artifacts, paper dry run ----
 # make grid EMBEDDINGS="content multitask" QUANTIZERS="rqkmeans rqvae" N=2
-EMBEDDINGS ?= content search rec multitask concat svd separate
+EMBEDDINGS ?= content search rec multitask concat svd separate prefix_share
 QUANTIZERS ?= rqkmeans rqvae rqvae_naive dictlearn rlfq
 N ?= 1
 GRID_ARGS ?=

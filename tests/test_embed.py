@@ -18,6 +18,7 @@ from semid.embed import (
     dense_ceilings,
     embed_items,
     get_method,
+    load_embedding_meta,
     load_item_embeddings,
     load_query_encoder,
     write_embeddings,
@@ -26,7 +27,7 @@ from semid.queries import generate_queries, split_queries
 
 # Small but real: enough steps that fine-tuning measurably moves the search ceiling.
 SLICE_CONFIG = EmbedConfig(max_steps=20, batch_size=32, lr=2e-4, checkpoint_steps=1000, max_minutes=0,
-                           enmf_epochs=100, svd_dim=32, eval_max_queries=300)  # fmt: skip
+                           enmf_epochs=100, svd_dim=32, eval_max_queries=300)
 # The fused methods retrain search + rec; their tests check structure, so a few steps do.
 FUSED_CONFIG = dataclasses.replace(SLICE_CONFIG, max_steps=2, enmf_epochs=5)
 
@@ -64,13 +65,22 @@ def test_registry_matches_the_config_axis():
 def test_every_method_gives_aligned_finite_float32_rows(results, slice_data):
     prepared, _, _ = slice_data
     for method, result in results.items():
-        expected_spaces = ["search", "rec"] if method == "separate" else ["joint"]
+        expected_spaces = ["search", "rec"] if method in ("separate", "prefix_share") else ["joint"]
         assert list(result.spaces) == expected_spaces, method
+        assert result.shared_levels == (1 if method == "prefix_share" else 0), method
         for vectors in result.spaces.values():
             assert vectors.shape[0] == len(prepared.items) and vectors.dtype == np.float32, method
             assert np.isfinite(vectors).all(), method
     dims = {m: r.spaces.get("joint", r.spaces.get("search")).shape[1] for m, r in results.items()}
     assert dims["concat"] == 384 + SLICE_CONFIG.enmf_dim and dims["svd"] == 32
+
+
+def test_prefix_share_keeps_the_separate_spaces_and_says_its_first_level_is_shared(results, slice_data, tmp_path):
+    prepared, _, _ = slice_data
+    for space in ("search", "rec"):
+        np.testing.assert_allclose(results["prefix_share"].spaces[space], results["separate"].spaces[space], atol=1e-5)
+    write_embeddings(results["prefix_share"], prepared.items, "prefix_share", "all-MiniLM-L6-v2", tmp_path / "emb")
+    assert load_embedding_meta(tmp_path / "emb")["shared_levels"] == 1
 
 
 def test_rows_follow_the_items_table_through_write_and_load(results, slice_data, tmp_path):

@@ -56,6 +56,23 @@ def test_token_format_follows_the_contract():
             parse_sid(bad)
 
 
+def test_shared_levels_take_the_joint_prefix_in_every_space():
+    assert token("search", 1, 7, shared_levels=1) == "<sid_1_7>"
+    assert token("rec", 2, 7, shared_levels=1) == "<rec_2_7>"
+    assert sid_string("search", [7, 3, 0], shared_levels=1) == "<sid_1_7><search_2_3><search_3_0>"
+    for space in ("search", "rec"):
+        sid = sid_string(space, [7, 3, 0], shared_levels=1)
+        assert parse_sid(sid, shared_levels=1) == (space, [7, 3, 0])
+    assert parse_sid("<sid_1_7><sid_2_3>", shared_levels=1) == ("joint", [7, 3])
+    # Mixed prefixes only where shared: not without the flag, not past the shared levels, not two tasks.
+    for bad, shared in [("<sid_1_7><rec_2_3>", 0), ("<sid_1_7><sid_2_3><rec_3_1>", 1),
+                        ("<search_1_7><rec_2_3>", 1), ("<sid_1_7><search_2_3><rec_3_0>", 1), ("<rec_1_7><sid_2_3>", 1)]:
+        with pytest.raises(SemanticIdError, match="mixes spaces"):
+            parse_sid(bad, shared_levels=shared)
+    table = build_id_table(ITEM_IDS, CODES, "rec", dedup=True, shared_levels=1)
+    assert table["sid"].iloc[0] == "<sid_1_0><rec_2_1><rec_3_2>"
+
+
 def test_write_and_load_round_trip(tmp_path):
     table = build_id_table(ITEM_IDS, CODES, "search", dedup=True)
     write_semantic_ids(tmp_path / "ids", [table], {"quantizer": "rqkmeans"})

@@ -4,8 +4,9 @@ import json
 import sys
 
 import pandas as pd
+import pytest
 
-from conftest import dvc, run, set_params, stage_env
+from conftest import TINY, dvc, run, set_params, stage_env
 
 
 def test_prepare_stage_repro_is_cached_and_param_changes_rerun_it(dvc_repo):
@@ -90,3 +91,26 @@ def test_each_stage_lists_only_the_params_it_reads():
     assert "quantizer" not in top_level_params("train_embedder")
     # downstream stages see an axis change through their data deps, not by reading the key
     assert "data/ids" in stages["train_t5"]["deps"] and "data/embeddings" in stages["quantize"]["deps"]
+
+
+@pytest.mark.slow
+def test_prefix_share_runs_end_to_end_with_one_shared_first_token(dvc_repo):
+    """embedding=prefix_share through every stage: both task spaces share their first ID level and
+    its tokens, the generator trains on the shared vocabulary, and both tasks are evaluated."""
+    tiny_embed = {"max_steps": 4, "enmf_epochs": 5, "eval_max_queries": 100}
+    set_params(dvc_repo, embedding="prefix_share", **TINY, embed=tiny_embed)
+    dvc(dvc_repo, "repro")
+    ids = pd.read_parquet(dvc_repo / "data/ids/semantic_ids.parquet")
+    meta = json.loads((dvc_repo / "data/ids/meta.json").read_text())
+    assert meta["spaces"] == ["search", "rec"] and meta["shared_levels"] == 1
+    search = ids[ids["space"] == "search"].set_index("item_id")
+    rec = ids[ids["space"] == "rec"].set_index("item_id").loc[search.index]
+    assert [c[0] for c in search["codes"]] == [c[0] for c in rec["codes"]]
+    assert search["sid"].str.match(r"^<sid_1_\d+><search_2_\d+>").all() and search["sid"].is_unique
+    assert rec["sid"].str.match(r"^<sid_1_\d+><rec_2_\d+>").all() and rec["sid"].is_unique
+    id_metrics = json.loads((dvc_repo / "metrics/ids.json").read_text())
+    assert id_metrics["search_codebook_usage_level_1"] == id_metrics["rec_codebook_usage_level_1"]
+    for task in ("search", "rec"):
+        metrics = json.loads((dvc_repo / f"metrics/{task}.json").read_text())
+        assert 0 <= metrics["recall_at_30"] <= 1
+    print(f"example item {search.index[0]}: search {search['sid'].iloc[0]}, rec {rec['sid'].iloc[0]}")

@@ -30,7 +30,7 @@ EMBEDDED_PROFILE = "embedded"
 
 # The grid axes. Names only: the registries in semid.embed / semid.quantize map them to code,
 # and a test keeps the two in step, so loading params never imports torch.
-EMBEDDING_METHODS = ("content", "search", "rec", "multitask", "concat", "svd", "separate")
+EMBEDDING_METHODS = ("content", "search", "rec", "multitask", "concat", "svd", "separate", "prefix_share")
 QUANTIZERS = ("rqkmeans", "rqvae", "rqvae_naive", "dictlearn", "rlfq")
 # Quantizers whose codes are bit strings, so quantize.codebook_size must be a power of two
 # (semid.quantize.check_power_of_two; a test keeps this list in step with the classes).

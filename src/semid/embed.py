@@ -14,6 +14,7 @@ maps a query into it (the dense search baseline and the search ceiling use it).
 | `concat`    | joint             | l2-normalised search and rec embeddings, concatenated                    |
 | `svd`       | joint             | each l2-normalised, truncated SVD to a common dim, summed                |
 | `separate`  | search, rec       | both kept apart: two ID spaces downstream                                |
+| `prefix_share` | search, rec    | as `separate`, but quantize shares the first ID level between the tasks  |
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ class EmbeddingResult:
     query_space: str | None = None
     query_projection: Callable[[np.ndarray], np.ndarray] | None = None
     info: dict[str, float] = field(default_factory=dict)
+    # Leading ID levels the spaces share (quantize fits them on all spaces at once); 0 = none.
+    shared_levels: int = 0
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -249,6 +252,13 @@ def embed_separate(inputs: EmbeddingInputs) -> EmbeddingResult:
     return EmbeddingResult(spaces, search.query_encoder, "search", info={**search.info, **rec.info})
 
 
+def embed_prefix_share(inputs: EmbeddingInputs) -> EmbeddingResult:
+    """The two task spaces of ``separate``; quantize gives them one shared first ID level."""
+    result = embed_separate(inputs)
+    result.shared_levels = 1
+    return result
+
+
 def embed_concat(inputs: EmbeddingInputs) -> EmbeddingResult:
     search, rec = _search_and_rec(inputs)
     search_part, rec_part = l2_normalize(search.spaces["joint"]), l2_normalize(rec.spaces["joint"])
@@ -287,6 +297,7 @@ METHODS: dict[str, Callable[[EmbeddingInputs], EmbeddingResult]] = {
     "concat": embed_concat,
     "svd": embed_svd,
     "separate": embed_separate,
+    "prefix_share": embed_prefix_share,
 }
 
 
@@ -326,6 +337,7 @@ def write_embeddings(result: EmbeddingResult, items: pd.DataFrame, method: str, 
             "dim": {space: int(v.shape[1]) for space, v in result.spaces.items()},
             "query_encoder": encoder_dir,
             "query_space": result.query_space if encoder_dir else None,
+            "shared_levels": result.shared_levels,
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 

@@ -2,7 +2,9 @@
 
 Tokens follow the contract ``<{prefix}_{level}_{code}>`` with 1-based levels and prefix ``sid``
 for the joint space, else the space name (``search`` / ``rec``); an item's ``sid`` is its tokens
-concatenated without separators.
+concatenated without separators. Where the task spaces share their first levels
+(``embedding=prefix_share``; ``shared_levels`` in the ID table's meta), those levels use the joint
+prefix in every space: ``<sid_1_7><search_2_3>`` and ``<sid_1_7><rec_2_9>``.
 """
 
 from __future__ import annotations
@@ -32,25 +34,31 @@ def token_prefix(space: str) -> str:
     return "sid" if space == "joint" else space
 
 
-def token(space: str, level: int, code: int) -> str:
-    """The token of ``code`` at 1-based ``level`` in ``space``."""
-    return f"<{token_prefix(space)}_{level}_{code}>"
+def token(space: str, level: int, code: int, shared_levels: int = 0) -> str:
+    """The token of ``code`` at 1-based ``level`` in ``space``; levels up to ``shared_levels`` are
+    shared by all spaces and take the joint prefix."""
+    prefix = token_prefix("joint") if level <= shared_levels else token_prefix(space)
+    return f"<{prefix}_{level}_{code}>"
 
 
-def sid_string(space: str, codes) -> str:
+def sid_string(space: str, codes, shared_levels: int = 0) -> str:
     """An item's ID as one string: its tokens, level 1 first."""
-    return "".join(token(space, level, int(code)) for level, code in enumerate(codes, start=1))
+    return "".join(token(space, level, int(code), shared_levels) for level, code in enumerate(codes, start=1))
 
 
-def parse_sid(sid: str) -> tuple[str, list[int]]:
-    """``sid_string``'s inverse: (space, codes). Fails on anything that is not a whole ID."""
+def parse_sid(sid: str, shared_levels: int = 0) -> tuple[str, list[int]]:
+    """``sid_string``'s inverse: (space, codes). Fails on anything that is not a whole ID, and on
+    mixed prefixes except the joint prefix on the first ``shared_levels`` levels."""
     matches = list(_TOKEN.finditer(sid))
     if not matches or "".join(m.group(0) for m in matches) != sid:
         raise SemanticIdError(f"not a semantic ID string: {sid!r}")
-    prefixes = {m.group(1) for m in matches}
-    if len(prefixes) != 1:
-        raise SemanticIdError(f"semantic ID mixes spaces {sorted(prefixes)}: {sid!r}")
-    prefix = prefixes.pop()
+    prefixes = [m.group(1) for m in matches]
+    own = set(prefixes[shared_levels:]) or {token_prefix("joint")}
+    shared_ok = all(p == token_prefix("joint") for p in prefixes[:shared_levels])
+    if len(own) != 1 or not shared_ok:
+        shared = f" (the first {shared_levels} level(s) shared as 'sid')" if shared_levels else ""
+        raise SemanticIdError(f"semantic ID mixes spaces {sorted(set(prefixes))}{shared}: {sid!r}")
+    prefix = own.pop()
     space = "joint" if prefix == "sid" else prefix
     token_prefix(space)
     levels = [int(m.group(2)) for m in matches]
@@ -73,7 +81,9 @@ def dedup_level(codes: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
     return extra
 
 
-def build_id_table(item_ids: np.ndarray, codes: np.ndarray, space: str, dedup: bool) -> pd.DataFrame:
+def build_id_table(
+    item_ids: np.ndarray, codes: np.ndarray, space: str, dedup: bool, shared_levels: int = 0
+) -> pd.DataFrame:
     """item_id, space, codes (list[int], plus the de-duplication level when ``dedup``), sid."""
     item_ids = np.asarray(item_ids, np.int64)
     codes = np.asarray(codes, np.int64)
@@ -83,7 +93,7 @@ def build_id_table(item_ids: np.ndarray, codes: np.ndarray, space: str, dedup: b
         "item_id": item_ids,
         "space": space,
         "codes": [row.tolist() for row in codes],
-        "sid": [sid_string(space, row) for row in codes],
+        "sid": [sid_string(space, row, shared_levels) for row in codes],
     })
 
 
@@ -147,6 +157,8 @@ def reconstruction_error(x: np.ndarray, reconstruction: np.ndarray) -> float:
 
 def cosine_neighbours(x: np.ndarray, k: int, query_rows: np.ndarray) -> np.ndarray:
     """(len(query_rows), k) indices of each query row's k nearest other items by cosine."""
+    # Deferred: faiss takes ~0.2 s to import and the generator and serving paths read IDs here
+    # without ever computing diagnostics.
     import faiss
 
     unit = np.ascontiguousarray(x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12), np.float32)

@@ -36,7 +36,6 @@ from semid.generator.inputs import MARKERS, TEXT_TOKEN, TextEncoderInputs, Token
 from semid.generator.t5 import SemanticIdT5
 from semid.generator.table import GeneratorError, IdTable
 from semid.generator.text_encoder import FrozenTextEncoder
-from semid.ids import token as id_token
 from semid.io import atomic_dir
 from semid.seeding import pin_threads
 
@@ -91,7 +90,7 @@ def add_id_tokens(tokenizer, table: IdTable) -> None:
 
 def target_token_ids(tokenizer, table: IdTable, space: str, item_id: int) -> list[int]:
     ids = tokenizer.convert_tokens_to_ids(
-        [id_token(space, level + 1, c) for level, c in enumerate(table.codes[space][item_id])]
+        [table.token(space, level + 1, c) for level, c in enumerate(table.codes[space][item_id])]
     )
     return [*ids, tokenizer.eos_token_id]
 
@@ -242,7 +241,7 @@ def init_id_embeddings(model, tokenizer, table: IdTable, item_vectors: dict[int,
                     members.setdefault(codes[level], []).append(item_vectors[item_id])
             if len(members) < 2:
                 continue
-            rows = [tokenizer.convert_tokens_to_ids(id_token(space, level + 1, code)) for code in sorted(members)]
+            rows = [tokenizer.convert_tokens_to_ids(table.token(space, level + 1, code)) for code in sorted(members)]
             centroids = np.asarray([np.mean(members[code], axis=0) for code in sorted(members)], dtype=np.float32)
             with torch.no_grad():
                 projected = model.text_projection(torch.from_numpy(centroids))

@@ -48,19 +48,33 @@ class IdTable:
     def levels(self) -> int:
         return len(self.codebook_sizes)
 
+    @property
+    def shared_levels(self) -> int:
+        """Leading levels every space shares (``embedding=prefix_share``): one token set for them."""
+        return int(self.meta.get("shared_levels", 0))
+
+    def token(self, space: str, level: int, code: int) -> str:
+        """The token of ``code`` at 1-based ``level`` of ``space``'s IDs."""
+        return id_token(space, level, code, self.shared_levels)
+
     def tokens(self) -> list[str]:
-        """Every ID token of every space, in a fixed order (the vocabulary the model adds)."""
-        return [
+        """Every ID token of every space, each once, in a fixed order (the vocabulary the model
+        adds): the shared levels first, then each space's own."""
+        shared = [
+            id_token("joint", level + 1, code)
+            for level, size in enumerate(self.codebook_sizes[: self.shared_levels])
+            for code in range(size)
+        ]
+        return shared + [
             id_token(space, level + 1, code)
             for space in self.spaces
             for level, size in enumerate(self.codebook_sizes)
+            if level >= self.shared_levels
             for code in range(size)
         ]
 
     def sid(self, space: str, item_id: int) -> str:
-        return "".join(
-            id_token(space, level + 1, code) for level, code in enumerate(self.codes[space][item_id])
-        )
+        return "".join(self.token(space, level + 1, code) for level, code in enumerate(self.codes[space][item_id]))
 
     def fingerprint(self) -> str:
         """Hash of the whole item -> ID assignment: a model only fits the table it was trained on."""
@@ -100,6 +114,15 @@ def build_id_table(semantic_ids: pd.DataFrame, meta: dict[str, Any], item_ids: I
                     f"item {item_id} has codes {list(item_codes)} that do not fit codebook sizes {list(sizes)}"
                 )
         codes[space] = table
+    shared_levels = int(meta.get("shared_levels", 0))
+    if shared_levels and len(spaces) > 1:
+        first = codes[spaces[0]]
+        differ = [i for space in spaces[1:] for i, cs in codes[space].items() if cs[:shared_levels] != first[i][:shared_levels]]
+        if differ:
+            raise GeneratorError(
+                f"the ID spaces {list(spaces)} should share their first {shared_levels} level(s), but "
+                f"{len(differ)} items differ there (e.g. {sorted(differ)[:5]}); rerun quantize"
+            )
     return IdTable(spaces=spaces, codebook_sizes=sizes, codes=codes, meta=dict(meta))
 
 
