@@ -51,7 +51,7 @@ def test_variants_walk_from_naive_to_fixed_one_remedy_at_a_time():
 def measured(minilm_item_embeddings):
     _, x = minilm_item_embeddings
     wanted = {"rqkmeans", "rqvae_naive (library defaults)", "naive + kmeans_init=True", "path 1: naive + kmeans_init",
-              "naive + recon_loss=sum", "rqvae (fixed recipe)"}  # fmt: skip
+              "naive + recon_loss=sum", "rqvae (fixed recipe)"}
     variants = [v for v in ablation_variants(leave_one_out=False, extra=False) if v.label in wanted]
     assert len(variants) == len(wanted)
     steps = {"rqvae": {"steps": STEPS}, "rqvae_naive": {"steps": STEPS}}
@@ -108,7 +108,7 @@ def test_answer_quotes_the_measured_numbers(measured):
 def _row(label, group, usage, collisions, neighbours=0.2, recon=0.6, overrides=None):
     metrics = {"codebook_usage_level_1": usage, "codebook_usage_level_2": 1.0, "collision_rate": collisions,
                "largest_bucket": 5, "neighbour_preservation": neighbours, "neighbour_preservation_random": 0.01,
-               "reconstruction_error": recon}  # fmt: skip
+               "reconstruction_error": recon}
     quantizer = {"reference": "rqkmeans", "fixed": "rqvae", "leave-one-out": "rqvae"}.get(group, "rqvae_naive")
     return AblationRow(Variant(label, quantizer, overrides or {}, group), metrics, 1.0)
 
@@ -130,7 +130,7 @@ def test_answer_follows_the_numbers_not_a_script():
         _row("fixed - input_scaling", "leave-one-out", 0.01, 0.95, overrides={"input_scaling": "none"}),
     ]
     recalls = {"rqkmeans": {"search": 0.30, "rec": 0.05, "search_n": 1000, "rec_n": 610},
-               "rqvae": {"search": 0.20, "rec": 0.05, "search_n": 1000, "rec_n": 610}}  # fmt: skip
+               "rqvae": {"search": 0.20, "rec": 0.05, "search_n": 1000, "rec_n": 610}}
     facts = answer_facts(collapse, recalls)
     assert facts.naive_collapsed and facts.fixes_act_on_scale
     assert _remedies(facts.fixes) == ["recon_loss=sum"] and _remedies(facts.useless) == ["kmeans_init=True"]
@@ -152,7 +152,7 @@ def test_answer_follows_the_numbers_not_a_script():
     assert say("conclusion.lower") in text and say("conclusion.same") not in text
     assert say("verdict", task="search", rqvae="0.200", rqkmeans="0.300", difference="-0.100",
                standard_error=say("verdict.standard_error", standard_error=f"{facts.verdicts[0].standard_error:.3f}"),
-               verdict=say("verdict.lower")) in text  # fmt: skip
+               verdict=say("verdict.lower")) in text
     assert say("end_to_end.unconverged_budget", epochs="1.80") not in text
 
     # two scale fixes that each suffice: no remedy is indispensable; an unconverged budget is named
@@ -178,7 +178,7 @@ def test_answer_follows_the_numbers_not_a_script():
         _row("fixed", "fixed", 1.0, 0.20, 0.25, 0.55),
     ]
     even = {"rqkmeans": {"search": 0.04, "rec": 0.05, "search_n": 1000, "rec_n": 610},
-            "rqvae": {"search": 0.041, "rec": 0.05, "search_n": 1000, "rec_n": 610}}  # fmt: skip
+            "rqvae": {"search": 0.041, "rec": 0.05, "search_n": 1000, "rec_n": 610}}
     facts = answer_facts(no_collapse, even)
     assert not facts.naive_collapsed and facts.best_alone is None and all(facts.ahead.values())
     assert facts.conclusion == "same" and [v.verdict for v in facts.verdicts] == ["same", "same"]
@@ -204,7 +204,7 @@ def test_the_template_has_every_snippet_the_code_asks_for_and_no_stray_ones():
               "diagnostics.behind", "diagnostics.mixed", "verdict.same", "verdict.higher", "verdict.lower",
               "conclusion.lower", "conclusion.same", "conclusion.not_lower", "redundancy.none", "redundancy.some",
               "redundancy.all", "redundancy.all_and_several_suffice_alone", "diagnostic.collision_rate",
-              "diagnostic.neighbour_preservation", "diagnostic.reconstruction_error"}  # fmt: skip
+              "diagnostic.neighbour_preservation", "diagnostic.reconstruction_error"}
     assert names == fixed | chosen
     assert parse_snippets("comment\n[[a]]\nx $y\n\n[[b]]\n; z\n")["b"].template == "; z"
     with pytest.raises(KeyError):

@@ -372,7 +372,7 @@ def render_answer(facts: AnswerFacts, codebook_size: int) -> list[str]:
             sentences.append(say("fixes.none"))
         if facts.partial:
             items = [say("partly_helping.item", remedy=_code([_remedy(r)]), collisions=f"{r.metrics['collision_rate']:.3f}")
-                     for r in facts.partial]  # fmt: skip
+                     for r in facts.partial]
             sentences.append(say("partly_helping", remedies=", ".join(items)))
         if facts.useless:
             sentences.append(say("no_help", remedies=_code([_remedy(r) for r in facts.useless])))
@@ -385,13 +385,13 @@ def render_answer(facts: AnswerFacts, codebook_size: int) -> list[str]:
         best = facts.best_alone.metrics
         sentences = [say("best_alone", remedy=_remedy(facts.best_alone),
                          naive_collisions=f"{naive['collision_rate']:.3f}", collisions=f"{best['collision_rate']:.3f}",
-                         naive_usage=f"{naive['codebook_usage_level_1']:.3f}", usage=f"{best['codebook_usage_level_1']:.3f}")]  # fmt: skip
+                         naive_usage=f"{naive['codebook_usage_level_1']:.3f}", usage=f"{best['codebook_usage_level_1']:.3f}")]
         if facts.hurts_most is not None:
             worst = facts.hurts_most.metrics
             redundancy = say(f"redundancy.{facts.redundancy}", options=_code([_option(r) for r in facts.redundant]))
             sentences.append(say("hurts_most", option=_option(facts.hurts_most),
                                  fixed_collisions=f"{fixed['collision_rate']:.3f}", collisions=f"{worst['collision_rate']:.3f}",
-                                 difference=f"{worst['collision_rate'] - fixed['collision_rate']:+.3f}", redundancy=redundancy))  # fmt: skip
+                                 difference=f"{worst['collision_rate'] - fixed['collision_rate']:+.3f}", redundancy=redundancy))
         if facts.first_healthy_on_path is not None:
             sentences.append(say("first_healthy_on_path", label=facts.first_healthy_on_path.variant.label))
         paragraphs.append(" ".join(sentences))
@@ -410,7 +410,7 @@ def render_answer(facts: AnswerFacts, codebook_size: int) -> list[str]:
                     standard_error="" if v.standard_error is None else say("verdict.standard_error", standard_error=f"{v.standard_error:.3f}"),
                     verdict=say(f"verdict.{v.verdict}"))
                 for v in facts.verdicts
-            ]  # fmt: skip
+            ]
             budget = "" if facts.unconverged_epochs is None else say("end_to_end.unconverged_budget", epochs=f"{facts.unconverged_epochs:.2f}")
             sentences.append(say("end_to_end", budget=budget, verdicts="; ".join(verdicts)))
             sentences.append(say(f"conclusion.{facts.conclusion}"))
@@ -437,7 +437,7 @@ def _remedy(row: AblationRow) -> str:
 def ablation_table(rows: Sequence[AblationRow]) -> list[str]:
     levels = levels_of(rows[0].metrics)
     header = ["variant", *[f"use L{l}" for l in range(1, levels + 1)], "collisions", "largest bucket",
-              "neighbours (random)", "recon err", "fit s"]  # fmt: skip
+              "neighbours (random)", "recon err", "fit s"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for row in rows:
         m = row.metrics
@@ -445,7 +445,7 @@ def ablation_table(rows: Sequence[AblationRow]) -> list[str]:
         cells = [label, *[f"{m[f'codebook_usage_level_{l}']:.3f}" for l in range(1, levels + 1)],
                  f"{m['collision_rate']:.3f}", str(int(m["largest_bucket"])),
                  f"{m['neighbour_preservation']:.3f} ({m['neighbour_preservation_random']:.3f})",
-                 f"{m['reconstruction_error']:.3f}", f"{row.fit_seconds:.0f}"]  # fmt: skip
+                 f"{m['reconstruction_error']:.3f}", f"{row.fit_seconds:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -498,7 +498,7 @@ def recall_table(recalls: dict[str, dict[str, Any]]) -> list[str]:
         lines.append(
             f"| {quantizer} | " + " | ".join("—" if v is None else f"{v:.3f}" for v in cells)
             + f" | {'—' if epochs is None else f'{epochs:.2f}'} | `{found['experiment']}` |"
-        )  # fmt: skip
+        )
     epochs = unconverged_epochs(recalls)
     if epochs is not None:
         lines += ["", say("recall_table.undertrained", epochs=f"{epochs:.2f}", converged_epochs=CONVERGED_EPOCHS)]
@@ -541,6 +541,57 @@ def render_report(
         healthy_collision_margin=f"{HEALTHY_COLLISION_MARGIN:.2f}",
     )
     return report + "\n"
+
+
+COLLAPSE_MAP_RUNS = "rqvae_collapse_map.jsonl"
+COLLAPSE_MAP_PLOT = "rqvae_collapse_map.png"
+COLLAPSE_MAP_SECTION = "## Collapse map"
+
+
+def collapse_map_section(runs: Sequence[dict[str, Any]], jobs: int, steps: Sequence[int] = (1000, 3000)) -> str:
+    """The report's "Collapse map" section (semid.collapse_map's runs; prose in the template)."""
+    from semid import collapse_map as cm
+    from semid.quantize.options import RQVAE_NAIVE
+
+    some, never = cm.answer_facts(runs, steps)
+    cells = "; ".join(f"`{label}` on {embeddings}: {shares}" for embeddings, label, shares in some) or "none"
+    mechanism = cm.mechanism_facts(runs)
+    sets = list(dict.fromkeys(r["cell"]["embeddings"] for r in runs))
+    cpu, wall = cm.total_seconds(runs)
+    preset = [r for r in runs if r["label"] == "naive preset" and r["cell"]["embeddings"] == "content"]
+    per_1k = [r["cpu_seconds"] * 1000 / r["checkpoints"][-1]["steps"] for r in preset]
+    return say(
+        "collapse_map",
+        preset_steps=f"{RQVAE_NAIVE.steps:,}", lr=RQVAE_NAIVE.lr, seeds=len({r["seed"] for r in runs}),
+        levels=cm.LEVELS, codebook_size=cm.CODEBOOK_SIZE,
+        checkpoints=" / ".join(f"{s:,}" for s in sorted({row["steps"] for r in runs for row in r["checkpoints"]})),
+        collapse_usage=f"{cm.COLLAPSE_USAGE:.0%}",
+        answer=say("collapse_map.answer", steps_list=" / ".join(f"{s:,}" for s in steps), cells=cells, never=", ".join(never) or "none"),
+        table="\n".join(cm.collapse_table(runs, steps)),
+        plot_name=COLLAPSE_MAP_PLOT,
+        mechanism="\n".join(cm.mechanism_table(runs)),
+        mechanism_answer=say("collapse_map.mechanism", **mechanism) if mechanism else say("collapse_map.mechanism.no_contrast"),
+        runs=len(runs), cpu_minutes=f"{cpu / 60:.0f}", wall_minutes=f"{wall / 60:.0f}", jobs=jobs,
+        preset_cpu=f"{np.median(per_1k):.0f}" if per_1k else "—",
+        cut=say("collapse_map.cut", other_sets=", ".join(s for s in sets if s != "content") or "none run",
+                mpnet="included" if "mpnet" in sets else "not run (its embeddings were not cached: ~15 min of encoding on 2 cores did not fit)"),
+    )
+
+
+def run_collapse_map(root: Path, content: np.ndarray, out: Path, jobs: int, compute_multitask: bool = True) -> str:
+    """Run (or resume) the collapse-map sweep; write its runs and plot into ``out``; the section's markdown."""
+    from semid import collapse_map as cm
+
+    embeddings = cm.cached_embeddings(root, content, compute_multitask=compute_multitask)
+    runs = cm.run_sweep(embeddings, cm.sweep(embeddings), out / COLLAPSE_MAP_RUNS, jobs=max(1, jobs))
+    cm.plot_collapse_map(runs, out / COLLAPSE_MAP_PLOT)
+    return collapse_map_section(runs, max(1, jobs))
+
+
+def replace_section(report: str, section: str) -> str:
+    """``report`` with its collapse-map section (to the end) replaced by ``section``."""
+    head = report.split("\n" + COLLAPSE_MAP_SECTION, 1)[0].rstrip("\n")
+    return head + "\n\n" + section.rstrip("\n") + "\n"
 
 
 def key_point_recalls(root: Path, embedding: str, data_label: str, run_missing: bool, jobs: int = 1) -> dict[str, dict[str, Any]]:
@@ -605,6 +656,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--no-experiments", action="store_true", help="do not queue missing key-point pipeline runs")
     parser.add_argument("-j", "--jobs", type=int, default=1, help="queue workers for missing key points")
     parser.add_argument("--out", type=Path, default=Path("reports"))
+    parser.add_argument("--collapse-map-only", action="store_true",
+                        help="run (or resume) only the collapse-map sweep and replace its section of rqvae.md")
+    parser.add_argument("--collapse-jobs", type=int, default=2, help="collapse-map runs in parallel (one core each)")
+    parser.add_argument("--no-collapse-map", action="store_true", help="skip the collapse-map sweep")
     args = parser.parse_args(argv)
 
     import torch
@@ -637,6 +692,16 @@ def main(argv: Sequence[str] | None = None) -> None:
             x = x[rows_kept]
         config = params.quantize
         x = check_embeddings(x, config.codebook_size, f"{space} embeddings")
+        out = args.out if args.out.is_absolute() else root / args.out
+        if args.collapse_map_only:
+            if meta.get("method") != "content":
+                raise SemidError(f"--collapse-map-only needs content embeddings in {embeddings_dir}, found {meta.get('method')!r}")
+            section = run_collapse_map(root, x, out, args.collapse_jobs)
+            existing = (out / "rqvae.md").read_text() if (out / "rqvae.md").exists() else ""
+            with atomic_path(out / "rqvae.md") as tmp:
+                tmp.write_text(replace_section(existing, section))
+            print(f"wrote the collapse map into {out / 'rqvae.md'} in {time.perf_counter() - started:,.0f}s")
+            return
         torch.set_num_threads(args.threads)
         base = {q: dict(getattr(config, q)) for q in ("rqkmeans", "rqvae", "rqvae_naive")}
         if args.steps:
@@ -648,28 +713,30 @@ def main(argv: Sequence[str] | None = None) -> None:
         def show(row: AblationRow) -> None:
             m = row.metrics
             print(f"  {row.variant.label}: use L1 {m['codebook_usage_level_1']:.3f}, collisions {m['collision_rate']:.3f}, "
-                  f"neighbours {m['neighbour_preservation']:.3f}, recon {m['reconstruction_error']:.3f}, {row.fit_seconds:.0f}s", flush=True)  # fmt: skip
+                  f"neighbours {m['neighbour_preservation']:.3f}, recon {m['reconstruction_error']:.3f}, {row.fit_seconds:.0f}s", flush=True)
 
         rows = run_ablation(x, variants, config.levels, config.codebook_size, params.base.seed, config.neighbours, base, show)
         workspace = Experiment("workspace", "workspace", None, params.raw)
         recalls = key_point_recalls(root, meta.get("method", params.embedding), workspace.data_label, not args.no_experiments, args.jobs)
-        out = args.out if args.out.is_absolute() else root / args.out
         setting = {
             "items": len(x), "dim": int(x.shape[1]), "source": source, "embedding": meta.get("method", params.embedding),
             "model": meta.get("model", "?"), "space": space, "levels": config.levels,
             "codebook_size": config.codebook_size, "seed": params.base.seed,
             "steps": args.steps or config.options("rqvae").steps, "threads": args.threads,
             "seconds": time.perf_counter() - started, "generated": time.strftime("%Y-%m-%d %H:%M"),
-        }  # fmt: skip
+        }
         plot_ablation(rows, out / "rqvae_ablation.png")
         with atomic_path(out / "rqvae.md") as tmp:
-            tmp.write_text(render_report(rows, setting, recalls, "rqvae_ablation.png"))
+            report = render_report(rows, setting, recalls, "rqvae_ablation.png")
+            if not args.no_collapse_map and meta.get("method") == "content" and not args.max_items:
+                report = replace_section(report, run_collapse_map(root, x, out, args.collapse_jobs))
+            tmp.write_text(report)
         write_json(
             out / "rqvae_ablation.json",
             {
                 "setting": setting,
                 "rows": [{"label": r.variant.label, "group": r.variant.group, "quantizer": r.variant.quantizer,
-                          "overrides": r.variant.overrides, "fit_seconds": r.fit_seconds, **r.metrics} for r in rows],  # fmt: skip
+                          "overrides": r.variant.overrides, "fit_seconds": r.fit_seconds, **r.metrics} for r in rows],
                 "recalls": recalls,
             },
         )

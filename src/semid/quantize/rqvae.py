@@ -17,7 +17,7 @@ from semid.quantize.training import LearnedQuantizer
 
 def mlp(widths: list[int]):
     """Linear layers with ReLU between them (none after the last)."""
-    from torch import nn
+    from torch import nn  # deferred: see semid.quantize.training
 
     layers: list = []
     for i, (d_in, d_out) in enumerate(zip(widths[:-1], widths[1:])):
@@ -32,6 +32,7 @@ class RQVAEQuantizer(LearnedQuantizer):
     options: RQVAEOptions
 
     def _build(self, dim: int):
+        # deferred: semid.quantize is imported by params loading, torch costs seconds
         import torch
         from torch import nn
         from vector_quantize_pytorch import ResidualVQ
@@ -61,7 +62,7 @@ class RQVAEQuantizer(LearnedQuantizer):
         return recon_loss, commit_losses.sum()
 
     def _encode_scaled(self, model, data) -> np.ndarray:
-        import torch
+        import torch  # deferred: see _build
 
         model.eval()
         with torch.no_grad():
@@ -70,3 +71,26 @@ class RQVAEQuantizer(LearnedQuantizer):
 
     def _decode_scaled(self, model, codes):
         return model.decoder(model.rvq.get_output_from_indices(codes))
+
+    def latent_diagnostics(self, model, data) -> dict:
+        """Where the latents of scaled rows ``data`` sit against the codebooks (the collapse
+        mechanism): codes (n, levels), mean latent norm, mean distance of a latent to its level-1
+        codeword, mean norm of all / of the used level-1 codewords. Leaves ``model`` in eval mode."""
+        import torch  # deferred: see semid.quantize.training
+
+        model.eval()
+        with torch.no_grad():
+            latents = model.encoder(data)
+            _, indices, _ = model.rvq(latents)
+            first = model.rvq.codebooks[0]  # (codebook_size, latent_dim)
+            codes = indices.cpu().numpy().astype(np.int64)
+            assigned = first[indices[:, 0]]
+            used = np.unique(codes[:, 0])
+            return {
+                "codes": codes,
+                "latent_norm": float(latents.norm(dim=1).mean()),
+                "latent_spread": float((latents - latents.mean(dim=0)).norm(dim=1).mean()),  # about their centroid
+                "latent_to_code_distance": float((latents - assigned).norm(dim=1).mean()),
+                "codeword_norm": float(first.norm(dim=1).mean()),
+                "used_codeword_norm": float(first[torch.from_numpy(used)].norm(dim=1).mean()),
+            }

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Protocol
+from typing import Any, Callable, Collection, Protocol
 
 import numpy as np
 
@@ -52,7 +52,7 @@ def lr_factor(schedule: str, step: int, steps: int, warmup_steps: int) -> float:
 
 def batch_indices(n: int, batch_size: int, steps: int, generator) -> "object":
     """Yield ``steps`` index tensors: seeded reshuffled epochs, the last partial batch dropped."""
-    import torch
+    import torch  # deferred: see LearnedQuantizer.fit
 
     batch_size = min(batch_size, n)
     order = torch.randperm(n, generator=generator)
@@ -115,8 +115,17 @@ class LearnedQuantizer:
         raise NotImplementedError
 
     # --- the loop -----------------------------------------------------------------------------
-    def fit(self, x: np.ndarray) -> "LearnedQuantizer":
-        import torch
+    def fit(
+        self,
+        x: np.ndarray,
+        checkpoints: Collection[int] = (),
+        on_checkpoint: Callable[[int, Any, Any], None] | None = None,
+    ) -> "LearnedQuantizer":
+        """Train on ``x``. After each step count in ``checkpoints`` the loop calls
+        ``on_checkpoint(steps_done, model, scaled_data)`` (semid.collapse_map reads diagnostics
+        along the way); it must not draw random numbers or change the model, so the codes stay
+        those of a fit without it."""
+        import torch  # deferred: semid.quantize is imported by params loading, torch costs seconds
 
         x = check_embeddings(x, self.codebook_size)
         o = self.options
@@ -147,6 +156,8 @@ class LearnedQuantizer:
                 codes = self._encode_scaled(model, probe)
                 self.curve.append(curve_row(step, loss, recon_loss, commit_loss, codes, self.codebook_size,
                                             time.perf_counter() - started))
+            if on_checkpoint is not None and step + 1 in checkpoints:
+                on_checkpoint(step + 1, model, data)
         model.eval()
         self._model = model
         return self
@@ -157,13 +168,13 @@ class LearnedQuantizer:
             raise QuantizeError(f"{self.name}: call fit() before encode()/decode()")
 
     def encode(self, x: np.ndarray) -> np.ndarray:
-        import torch
+        import torch  # deferred: see fit
 
         self._require_fit()
         return self._encode_scaled(self._model, torch.from_numpy(self._scaler.transform(check_embeddings(x))))
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
-        import torch
+        import torch  # deferred: see fit
 
         self._require_fit()
         codes = check_codes(codes, self.levels, self.codebook_size)
