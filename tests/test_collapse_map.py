@@ -12,7 +12,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def test_sweep_is_one_factor_at_a_time_around_the_preset():
     cells = cm.sweep()
-    assert len(cells) == 6 + 2 + 2
+    assert len(cells) == 6 + 1 + 1
     content = [c for c in cells if c.embeddings == "content"]
     assert [c.label for c in content][0] == "naive preset"
     # every other content cell changes exactly one field of the preset
