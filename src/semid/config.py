@@ -15,10 +15,12 @@ message naming the key, the value and the valid choices.
 from __future__ import annotations
 
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 
@@ -128,9 +130,6 @@ class QueriesConfig:
         if not self.cache_dir:
             raise ConfigError("queries.cache_dir is empty; name a folder for the answers cache")
         # params reach dvc.lock and MLflow: a secret in base_url would too (the message never repeats it).
-        import re
-        from urllib.parse import parse_qsl, urlsplit
-
         url = urlsplit(self.base_url)
         names = [name for name, _ in parse_qsl(url.query, keep_blank_values=True)]
         if url.username or url.password or any(re.search(r"key|token|secret|passw|sig|auth|cred", n, re.I) for n in names):

@@ -28,9 +28,11 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import pandas as pd
 
-from semid.io import SemidError, atomic_dir, progress
+from semid.io import SemidError, atomic_dir, progress, progress_enabled
 from semid.metrics import hit_ranks, recall_at_k
+from semid.models import load_sentence_model
 from semid.retrievers import DenseRetriever, PopularityRetriever
+from semid.seeding import seed_everything
 from semid.testsets import rec_test_set, search_test_set, train_popularity
 
 if TYPE_CHECKING:
@@ -84,12 +86,10 @@ def check_item_texts(items: pd.DataFrame) -> None:
 
 def encode_texts(model: Any, texts: list[str], batch_size: int, desc: str = "encode") -> np.ndarray:
     """(n, dim) float32, l2-normalised: cosine = dot product everywhere downstream."""
-    from semid.io import progress_enabled
-
     vectors = model.encode(
         list(texts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
         show_progress_bar=progress_enabled(),
-    )  # fmt: skip
+    )
     return vectors.astype(np.float32)
 
 
@@ -129,12 +129,13 @@ def finetune_bi_encoder(model: Any, pair_sets: dict[str, pd.DataFrame], inputs: 
     its own in-batch-negatives loss: a stochastic estimate of the summed multi-task loss.
     Checkpoints go to ``work_dir/<name>``; a rerun resumes from the latest one.
     """
+    # Deferred, as everything heavy in this module: quantize and evaluate import it only to read
+    # data/embeddings (datasets + sentence_transformers ~9 s, semid.training's transformers 5.6 s).
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.losses import MultipleNegativesRankingLoss
     from sentence_transformers.training_args import BatchSamplers, MultiDatasetBatchSamplers
 
-    from semid.io import progress_enabled
     from semid.training import WallClockGuard, latest_checkpoint
 
     config = inputs.config
@@ -183,7 +184,7 @@ def finetune_bi_encoder(model: Any, pair_sets: dict[str, pd.DataFrame], inputs: 
 
 
 def _cuda() -> bool:
-    import torch
+    import torch  # deferred: ~2 s, and only fine-tuning and loading an encoder ask
 
     return torch.cuda.is_available()
 
@@ -192,8 +193,6 @@ def _cuda() -> bool:
 
 
 def embed_content(inputs: EmbeddingInputs) -> EmbeddingResult:
-    from semid.models import load_sentence_model
-
     check_item_texts(inputs.items)
     model = load_sentence_model(inputs.config.model)
     start = time.perf_counter()
@@ -202,9 +201,6 @@ def embed_content(inputs: EmbeddingInputs) -> EmbeddingResult:
 
 
 def _finetuned_text_space(inputs: EmbeddingInputs, name: str, with_co_interactions: bool) -> EmbeddingResult:
-    from semid.models import load_sentence_model
-    from semid.seeding import seed_everything
-
     check_item_texts(inputs.items)
     seed_everything(inputs.seed)
     model = load_sentence_model(inputs.config.model)
@@ -227,13 +223,14 @@ def embed_multitask(inputs: EmbeddingInputs) -> EmbeddingResult:
 
 
 def embed_rec(inputs: EmbeddingInputs) -> EmbeddingResult:
+    # Deferred: semid.enmf imports torch (~4 s).
     from semid.enmf import ENMFSettings, train_enmf
 
     config = inputs.config
     settings = ENMFSettings(
         dim=config.enmf_dim, epochs=config.enmf_epochs, batch_size=config.enmf_batch_size, lr=config.enmf_lr,
         negative_weight=config.enmf_negative_weight, dropout=config.enmf_dropout,
-    )  # fmt: skip
+    )
     start = time.perf_counter()
     vectors, _, losses = train_enmf(
         inputs.train_interactions, inputs.items["item_id"].to_numpy(), settings, inputs.seed, progress=progress
@@ -273,7 +270,7 @@ def embed_concat(inputs: EmbeddingInputs) -> EmbeddingResult:
 
 
 def embed_svd(inputs: EmbeddingInputs) -> EmbeddingResult:
-    from sklearn.decomposition import TruncatedSVD
+    from sklearn.decomposition import TruncatedSVD  # deferred: ~2.7 s, only this method needs it
 
     search, rec = _search_and_rec(inputs)
     search_part, rec_part = l2_normalize(search.spaces["joint"]), l2_normalize(rec.spaces["joint"])
@@ -362,7 +359,7 @@ def load_query_encoder(folder: str | Path):
     meta = load_embedding_meta(folder)
     if not meta.get("query_encoder"):
         return None
-    from sentence_transformers import SentenceTransformer
+    from sentence_transformers import SentenceTransformer  # deferred: ~9 s; most callers read rows only
 
     return SentenceTransformer(str(Path(folder) / meta["query_encoder"]), device="cuda" if _cuda() else "cpu")
 
@@ -384,7 +381,7 @@ def dense_ceilings(result: EmbeddingResult, items: pd.DataFrame, interactions: p
     metrics: dict[str, float] = {}
     rec_space = result.spaces["rec" if "rec" in result.spaces else "joint"]
     dense = DenseRetriever(item_ids, result.spaces.get(result.query_space or ""), rec_space,
-                           _query_vectors(result, config.encode_batch_size))  # fmt: skip
+                           _query_vectors(result, config.encode_batch_size))
     if "search" in dense.tasks and not valid_queries.empty:
         queries = search_test_set(valid_queries, item_ids, config.eval_max_queries, seed)
         ranks = hit_ranks(dense.search(queries["text"].tolist(), k), queries["item_id"].astype(int).tolist())

@@ -22,6 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from semid.io import SemidError
+from semid.quantize.options import PRESETS, build_options
 
 
 class QuantizeError(SemidError, ValueError):
@@ -66,8 +67,6 @@ def make_quantizer(
     name: str, levels: int, codebook_size: int, seed: int, options: dict[str, Any] | Any | None = None
 ) -> Quantizer:
     """Build the quantizer ``name``; ``options`` is a mapping of overrides or an options object."""
-    from semid.quantize.options import PRESETS, build_options
-
     cls = quantizer_class(name)
     if not isinstance(options, PRESETS[name][0]):
         options = build_options(name, options)
