@@ -82,6 +82,6 @@ def test_the_report_section_is_filled_and_replaces_only_itself():
     runs = [run("naive preset", 0, 0.004, 0.003), run("naive preset", 1, 0.9, 0.2), run("encoder=none", 0, 0.8, 0.3)]
     section = collapse_map_section(runs, 2, steps=(1000,))
     assert "$" not in section and "`naive preset` on content: 1/2 at 1,000" in section
-    assert "no collapsed/healthy contrast" not in section and "0.003 against" in section
+    assert "no collapsed/healthy contrast" not in section and "spread (mean distance to the latents' centroid) 0.003 against 0.200" in section
     report = replace_section("# R\n\ntext\n\n## Collapse map\n\nold\n", section)
     assert report.startswith("# R\n\ntext\n\n## Collapse map") and "old" not in report and report.count("## Collapse map") == 1

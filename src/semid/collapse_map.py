@@ -321,21 +321,24 @@ def answer_facts(runs: Sequence[dict[str, Any]], steps: Sequence[int]) -> tuple[
 
 
 def mechanism_facts(runs: Sequence[dict[str, Any]], embeddings: str = "content", label: str = "naive preset") -> dict | None:
-    """Medians of collapsed vs healthy runs of one cell at the latest step where both occur (None if never)."""
+    """Medians of one cell's collapsed rows (at the latest step where a run is collapsed) against
+    its healthy rows (at the latest step where a run is healthy); None unless both occur. The
+    steps may differ: a run that collapses early and recovers is its own contrast."""
     by_step: dict[int, dict[bool, list]] = {}
     for run in runs:
         if run["cell"]["embeddings"] == embeddings and run["label"] == label:
             for row in run["checkpoints"]:
                 by_step.setdefault(row["steps"], {}).setdefault(collapsed(row), []).append(row)
-    both = [s for s, states in by_step.items() if len(states) == 2]
-    if not both:
+    steps = {state: max((s for s, states in by_step.items() if state in states), default=None) for state in (True, False)}
+    if None in steps.values():
         return None
-    step = max(both)
 
     def med(state: bool, key: str) -> str:
-        return f"{np.median([r[key] for r in by_step[step][state]]):.3f}"
+        return f"{np.median([r[key] for r in by_step[steps[state]][state]]):.3f}"
 
-    return {"step": f"{step:,}", "collapsed_norm": med(True, "latent_norm"), "healthy_norm": med(False, "latent_norm"),
+    return {"collapsed_step": f"{steps[True]:,}", "healthy_step": f"{steps[False]:,}",
+            "collapsed_runs": len(by_step[steps[True]][True]), "healthy_runs": len(by_step[steps[False]][False]),
+            "collapsed_norm": med(True, "latent_norm"), "healthy_norm": med(False, "latent_norm"),
             "collapsed_spread": med(True, "latent_spread"), "healthy_spread": med(False, "latent_spread"),
             "collapsed_codeword_norm": med(True, "codeword_norm"), "healthy_codeword_norm": med(False, "codeword_norm"),
             "collapsed_distance": med(True, "latent_to_code_distance"), "healthy_distance": med(False, "latent_to_code_distance")}
