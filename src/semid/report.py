@@ -570,12 +570,26 @@ def collapse_map_section(runs: Sequence[dict[str, Any]], jobs: int, steps: Seque
         table="\n".join(cm.collapse_table(runs, steps)),
         plot_name=COLLAPSE_MAP_PLOT,
         mechanism="\n".join(cm.mechanism_table(runs)),
-        mechanism_answer=say("collapse_map.mechanism", **mechanism) if mechanism else say("collapse_map.mechanism.no_contrast"),
+        mechanism_answer=mechanism_prose(mechanism),
         runs=len(runs), cpu_minutes=f"{cpu / 60:.0f}", wall_minutes=f"{wall / 60:.0f}", jobs=jobs,
         preset_cpu=f"{np.median(per_1k):.0f}" if per_1k else "—",
         cut=say("collapse_map.cut", other_sets=", ".join(s for s in sets if s != "content") or "none run",
                 mpnet="included" if "mpnet" in sets else "not run (its embeddings were not cached: ~15 min of encoding on 2 cores did not fit)"),
     )
+
+
+def mechanism_prose(facts: dict | None) -> str:
+    """The mechanism paragraph; the offset sentence only where the numbers show it (collapsed
+    latents at least 3x as far from the origin as they are wide, healthy ones under 1.5x)."""
+    if facts is None:
+        return say("collapse_map.mechanism.no_contrast")
+    text = say("collapse_map.mechanism", **facts)
+    collapsed_ratio = float(facts["collapsed_norm"]) / max(float(facts["collapsed_spread"]), 1e-9)
+    healthy_ratio = float(facts["healthy_norm"]) / max(float(facts["healthy_spread"]), 1e-9)
+    if collapsed_ratio >= 3 and healthy_ratio < 1.5:
+        text += " " + say("collapse_map.offset", collapsed_ratio=f"{collapsed_ratio:.0f}", healthy_ratio=f"{healthy_ratio:.1f}",
+                          healthy_codeword_norm=facts["healthy_codeword_norm"])
+    return text
 
 
 def run_collapse_map(root: Path, content: np.ndarray, out: Path, jobs: int, compute_multitask: bool = True) -> str:
