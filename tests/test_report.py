@@ -204,7 +204,8 @@ def test_the_template_has_every_snippet_the_code_asks_for_and_no_stray_ones():
               "diagnostics.behind", "diagnostics.mixed", "verdict.same", "verdict.higher", "verdict.lower",
               "conclusion.lower", "conclusion.same", "conclusion.not_lower", "redundancy.none", "redundancy.some",
               "redundancy.all", "redundancy.all_and_several_suffice_alone", "diagnostic.collision_rate",
-              "diagnostic.neighbour_preservation", "diagnostic.reconstruction_error"}
+              "diagnostic.neighbour_preservation", "diagnostic.reconstruction_error", "ceiling.search_more",
+              "ceiling.rec_more", "ceiling.paper.shallower", "ceiling.paper.as_deep"}
     assert names == fixed | chosen
     assert parse_snippets("comment\n[[a]]\nx $y\n\n[[b]]\n; z\n")["b"].template == "; z"
     with pytest.raises(KeyError):
@@ -216,8 +217,8 @@ def test_recall_table_says_when_the_generators_were_undertrained():
         return {"search": 0.012, "rec": 0.089, "rec_head": 0.4, "rec_torso": 0.02, "epochs": epochs, "experiment": "e"}
 
     short = "\n".join(recall_table({"rqkmeans": point(1.81), "rqvae": point(1.67)}))
-    assert "| rqkmeans | 0.012 | 0.089 | 0.400 | 0.020 | 1.81 | `e` |" in short
-    assert "| rqvae_naive | — | — | — | — | — | not run |" in short
+    assert "| rqkmeans | 0.012 | — | — | 0.089 | — | — | 0.400 | 0.020 | 1.81 | `e` |" in short  # no ceiling metrics
+    assert "| rqvae_naive | — | — | — | — | — | — | — | — | — | not run |" in short
     assert say("recall_table.undertrained", epochs="1.81", converged_epochs=CONVERGED_EPOCHS) in short
     long = "\n".join(recall_table({"rqkmeans": point(CONVERGED_EPOCHS + 8.0)}))
     assert say("recall_table.undertrained", epochs=f"{CONVERGED_EPOCHS + 8.0:.2f}", converged_epochs=CONVERGED_EPOCHS) not in long
@@ -236,7 +237,7 @@ def test_make_report_writes_the_report_from_the_workspace_embeddings(dvc_repo, m
     report = (dvc_repo / "reports" / "rqvae.md").read_text()
     assert "600 items × 384 dims" in report and "RQ-VAE steps 20" in report
     assert "## The answer" in report and "**Does a correctly trained RQ-VAE match RQ-KMeans?**" in report
-    assert "| **rqvae (fixed recipe)** |" in report and "| rqkmeans | — | — | — | — | — | not run |" in report
+    assert "| **rqvae (fixed recipe)** |" in report and "| rqkmeans | — | — | — | — | — | — | — | — | — | not run |" in report
     assert (dvc_repo / "reports" / "rqvae_ablation.png").read_bytes()[:4] == b"\x89PNG"
     assert np.isfinite([r["collision_rate"] for r in __import__("json").loads((dvc_repo / "reports" / "rqvae_ablation.json").read_text())["rows"]]).all()
 
@@ -252,3 +253,25 @@ def test_report_from_an_unknown_experiment_names_the_known_ones(tmp_path):
     with pytest.raises(SemidError, match=r"no DVC experiment named 'multitask-rqkmeans'.*none \(run `make grid` first\)"):
         experiment_embeddings(tmp_path, "multitask-rqkmeans", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_id_ceiling_paragraph_reads_its_numbers_and_picks_the_task_the_collapse_costs_more():
+    from semid.report import ceiling_facts, recall_table, render_ceiling
+
+    def point(search, rec, search_ceiling, rec_ceiling):
+        return {"search": search, "rec": rec, "search_ceiling": search_ceiling, "rec_ceiling": rec_ceiling,
+                "search_ceiling_l1": None, "rec_ceiling_l1": None, "search_dense": 0.18, "rec_dense": 0.04,
+                "experiment": "x"}
+
+    recalls = {"rqkmeans": point(0.20, 0.14, 0.175, 0.034), "rqvae_naive": point(0.10, 0.13, 0.035, 0.030)}
+    facts = ceiling_facts(recalls)
+    text = render_ceiling(facts)
+    assert "0.035 against 0.175" in text and "20%" in text and "88%" in text  # search keeps 20%, rec 88%
+    assert "costs search more than rec" in text
+    assert "not one as deep as the paper's" in text  # 20% kept vs the paper's 4%: more than twice
+    assert "far above that ceiling" in text  # rec 0.14 > its ceiling 0.034
+    swapped = render_ceiling(ceiling_facts({"rqkmeans": point(0.2, 0.14, 0.175, 0.034), "rqvae_naive": point(0.1, 0.1, 0.17, 0.01)}))
+    assert "costs rec at least as much as search" in swapped
+    assert ceiling_facts({"rqkmeans": recalls["rqkmeans"]}) is None  # the naive point not run: no paragraph
+    table = "\n".join(recall_table(recalls))
+    assert "| rqvae_naive | 0.100 | 0.035 | — | 0.130 | 0.030 |" in table and "not run" in table  # rqvae missing

@@ -36,6 +36,22 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from semid import collapse_map as cm
+from semid import experiments
+from semid.config import load_params, workspace_root
+from semid.embed import load_embedding_meta, load_item_embeddings
+from semid.experiments import Experiment, ExperimentError, show
+from semid.grid import GridPoint, run_grid
+from semid.ids import diagnostics
+from semid.io import SemidError, atomic_path, user_errors_exit, write_json
+from semid.quantize import REGISTRY, check_embeddings, make_quantizer
+from semid.quantize.options import RQVAE_FIXED, RQVAE_NAIVE, build_options
+from semid.results import PAPER_LABEL, PAPER_QUANTIZERS, best_per_point, load_paper_results
+
+# torch (~2.2 s, bench/import_costs.py) is imported in main(), which trains; matplotlib inside the
+# plot, after choosing its non-interactive backend. Tests and bench/rqvae_ablation.py import the
+# answer and table functions without either.
+
 # A quantizer "collapsed" when its first level uses at most this share of the codebook...
 COLLAPSE_USAGE = 0.1
 # ...and "works" when it uses at least this share and collides at most this much more than RQ-KMeans.
@@ -69,7 +85,6 @@ class AblationRow:
 
 def recipe_remedies() -> dict[str, tuple[Any, Any]]:
     """{option: (naive value, fixed value)} for every option where the fixed recipe differs."""
-    from semid.quantize.options import RQVAE_FIXED, RQVAE_NAIVE
 
     return {
         f.name: (getattr(RQVAE_NAIVE, f.name), getattr(RQVAE_FIXED, f.name))
@@ -102,7 +117,6 @@ def ablation_variants(leave_one_out: bool = True, extra: bool = True) -> list[Va
 
 
 def _options_key(quantizer: str, options: Any) -> str:
-    from semid.quantize import REGISTRY
 
     return json.dumps([REGISTRY[quantizer], dataclasses.asdict(options)], sort_keys=True, default=str)
 
@@ -121,9 +135,6 @@ def run_ablation(
     params' ``quantize.<quantizer>`` section) lies under each variant's own overrides, so the
     ablation's ``rqvae`` is the pipeline's. Variants whose resolved options coincide (naive plus
     every remedy is the fixed recipe) are fitted once."""
-    from semid.ids import diagnostics
-    from semid.quantize import make_quantizer
-    from semid.quantize.options import build_options
 
     measured: dict[str, tuple[dict[str, float], float]] = {}
     rows = []
@@ -260,6 +271,7 @@ class AnswerFacts:
     unconverged_epochs: float | None
     conclusion: str  # lower | same | not_lower (only with verdicts)
     naive_recall: tuple[float, float] | None  # (search, rec) of rqvae_naive
+    ceiling: dict[str, float] | None = None  # ceiling_facts: the ID tables' own share of the loss
 
 
 def _by_group(rows: Sequence[AblationRow], group: str) -> list[AblationRow]:
@@ -328,6 +340,7 @@ def answer_facts(
         verdicts=verdicts,
         unconverged_epochs=unconverged_epochs(recalls) if verdicts else None,
         conclusion="lower" if "lower" in kinds else "same" if all(k == "same" for k in kinds) else "not_lower",
+        ceiling=ceiling_facts(recalls),
         naive_recall=(naive_found["search"], naive_found.get("rec", float("nan")))
         if naive_found and naive_found.get("search") is not None
         else None,
@@ -418,7 +431,52 @@ def render_answer(facts: AnswerFacts, codebook_size: int) -> list[str]:
             search, rec = facts.naive_recall
             sentences.append(say("naive_recall", search=f"{search:.3f}", rec=f"{rec:.3f}"))
     paragraphs.append(" ".join(sentences))
+
+    # 4. How much of the loss can the ID table alone explain?
+    if facts.ceiling is not None:
+        paragraphs.append(render_ceiling(facts.ceiling))
     return paragraphs
+
+
+def ceiling_facts(recalls: dict[str, dict[str, Any]] | None) -> dict[str, float] | None:
+    """The naive RQ-VAE's and RQ-KMeans' ID ceilings and recalls per task, with the paper's search
+    ratio RQ-VAE / RQ-KMeans beside ours; None unless both points carry metrics/id_ceiling.json."""
+    naive, reference = (recalls or {}).get("rqvae_naive"), (recalls or {}).get("rqkmeans")
+    keys = [f"{task}_{kind}" for task in ("search", "rec") for kind in ("ceiling", "dense")] + ["search", "rec"]
+    if not naive or not reference or any(naive.get(k) is None or reference.get(k) is None for k in keys):
+        return None
+    paper = load_paper_results()["quantizers"]["rows"]
+    facts = {f"{who}_{k}": found[k] for who, found in (("naive", naive), ("rqkmeans", reference)) for k in keys}
+    facts["paper_search_ratio"] = paper["rqvae"][0] / paper["rqkmeans"][0]
+    return facts
+
+
+def _ratio(part: float, whole: float) -> float:
+    return part / whole if whole > 0 else math.nan
+
+
+def render_ceiling(c: dict[str, float]) -> str:
+    search_kept = _ratio(c["naive_search_ceiling"], c["rqkmeans_search_ceiling"])
+    rec_kept = _ratio(c["naive_rec_ceiling"], c["rqkmeans_rec_ceiling"])
+    sentences = [say(
+        "ceiling",
+        naive_search_ceiling=f"{c['naive_search_ceiling']:.3f}", rqkmeans_search_ceiling=f"{c['rqkmeans_search_ceiling']:.3f}",
+        search_dense=f"{c['rqkmeans_search_dense']:.3f}", naive_rec_ceiling=f"{c['naive_rec_ceiling']:.3f}",
+        rqkmeans_rec_ceiling=f"{c['rqkmeans_rec_ceiling']:.3f}", rec_dense=f"{c['rqkmeans_rec_dense']:.3f}",
+        search_kept=f"{search_kept:.0%}", rec_kept=f"{rec_kept:.0%}",
+    )]
+    sentences.append(say("ceiling.search_more" if search_kept < rec_kept else "ceiling.rec_more"))
+    generator_search_kept = _ratio(c["naive_search"], c["rqkmeans_search"])
+    sentences.append(say(
+        "ceiling.paper", paper_ratio=f"{c['paper_search_ratio']:.0%}", search_kept=f"{search_kept:.0%}",
+        generator_search_kept=f"{generator_search_kept:.0%}", naive_search=f"{c['naive_search']:.3f}",
+        rqkmeans_search=f"{c['rqkmeans_search']:.3f}",
+        # "as deep": the ceiling keeps no more than twice the paper's share of RQ-KMeans' recall
+        reading=say("ceiling.paper.as_deep" if search_kept <= 2 * c["paper_search_ratio"] else "ceiling.paper.shallower"),
+    ))
+    if c["rqkmeans_rec"] > c["rqkmeans_rec_ceiling"]:
+        sentences.append(say("ceiling.rec_beyond_dense", rec=f"{c['rqkmeans_rec']:.3f}", rec_ceiling=f"{c['rqkmeans_rec_ceiling']:.3f}"))
+    return " ".join(sentences)
 
 
 def answer(rows: Sequence[AblationRow], codebook_size: int, recalls: dict[str, dict[str, Any]] | None = None) -> list[str]:
@@ -484,21 +542,27 @@ def plot_ablation(rows: Sequence[AblationRow], path: Path) -> None:
 
 
 def recall_table(recalls: dict[str, dict[str, Any]]) -> list[str]:
+    """The key points end to end, each task's generator recall beside its ID ceiling."""
+    columns = ("search", "search_ceiling", "search_ceiling_l1", "rec", "rec_ceiling", "rec_ceiling_l1", "rec_head", "rec_torso")
     lines = [
-        "| quantizer | search Recall@30 | rec Recall@30 | rec head | rec torso | generator epochs | experiment |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| quantizer | search Recall@30 | search ID ceiling | search ceiling, level 1 | rec Recall@30 | rec ID ceiling "
+        "| rec ceiling, level 1 | rec head | rec torso | generator epochs | experiment |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for quantizer in KEY_QUANTIZERS:
         found = recalls.get(quantizer)
         if not found:
-            lines.append(f"| {quantizer} | — | — | — | — | — | not run |")
+            lines.append(f"| {quantizer} | " + " | ".join("—" for _ in columns) + " | — | not run |")
             continue
-        cells = [found.get(k) for k in ("search", "rec", "rec_head", "rec_torso")]
+        cells = [found.get(k) for k in columns]
         epochs = found.get("epochs")
         lines.append(
             f"| {quantizer} | " + " | ".join("—" if v is None else f"{v:.3f}" for v in cells)
             + f" | {'—' if epochs is None else f'{epochs:.2f}'} | `{found['experiment']}` |"
         )
+    dense = next((f for f in recalls.values() if f.get("search_dense") is not None), None)
+    if dense is not None:
+        lines += ["", say("recall_table.ceiling", search_dense=f"{dense['search_dense']:.3f}", rec_dense=f"{dense['rec_dense']:.3f}")]
     epochs = unconverged_epochs(recalls)
     if epochs is not None:
         lines += ["", say("recall_table.undertrained", epochs=f"{epochs:.2f}", converged_epochs=CONVERGED_EPOCHS)]
@@ -511,7 +575,6 @@ def render_report(
     recalls: dict[str, dict[str, Any]],
     plot_name: str,
 ) -> str:
-    from semid.results import PAPER_LABEL, PAPER_QUANTIZERS
 
     paper_vae, paper_km = PAPER_QUANTIZERS["rqvae"], PAPER_QUANTIZERS["rqkmeans"]
     report = say(
@@ -550,9 +613,6 @@ COLLAPSE_MAP_SECTION = "## Collapse map"
 
 def collapse_map_section(runs: Sequence[dict[str, Any]], jobs: int, steps: Sequence[int] = (1000, 3000)) -> str:
     """The report's "Collapse map" section (semid.collapse_map's runs; prose in the template)."""
-    from semid import collapse_map as cm
-    from semid.quantize.options import RQVAE_NAIVE
-
     some, never = cm.answer_facts(runs, steps)
     cells = "; ".join(f"`{label}` on {embeddings}: {shares}" for embeddings, label, shares in some) or "none"
     mechanism = cm.mechanism_facts(runs)
@@ -594,8 +654,6 @@ def mechanism_prose(facts: dict | None) -> str:
 
 def run_collapse_map(root: Path, content: np.ndarray, out: Path, jobs: int, compute_multitask: bool = True) -> str:
     """Run (or resume) the collapse-map sweep; write its runs and plot into ``out``; the section's markdown."""
-    from semid import collapse_map as cm
-
     embeddings = cm.cached_embeddings(root, content, compute_multitask=compute_multitask)
     runs = cm.run_sweep(embeddings, cm.sweep(embeddings), out / COLLAPSE_MAP_RUNS, jobs=max(1, jobs))
     cm.plot_collapse_map(runs, out / COLLAPSE_MAP_PLOT)
@@ -611,10 +669,6 @@ def replace_section(report: str, section: str) -> str:
 def key_point_recalls(root: Path, embedding: str, data_label: str, run_missing: bool, jobs: int = 1) -> dict[str, dict[str, Any]]:
     """{quantizer: recalls} for the key quantizers on ``embedding`` from `dvc exp show`; with
     ``run_missing`` the missing points are queued and run first (semid.grid)."""
-    from semid.experiments import ExperimentError, show
-    from semid.grid import GridPoint, run_grid
-    from semid.results import best_per_point
-
     def collect() -> dict:
         try:
             return best_per_point(show(root, all_commits=True))
@@ -644,14 +698,19 @@ def key_point_recalls(root: Path, embedding: str, data_label: str, run_missing: 
             "rec_n": rec_n,
             "epochs": result.metric("train_t5", "epochs_done"),
             "experiment": result.name,
+            # The best a generator that reproduces the dense ranking could do with these IDs
+            # (metrics/id_ceiling.json): how much of a point's loss its ID table alone explains.
+            **{
+                f"{task}_{kind}": result.metric("id_ceiling", f"{task}_{key}")
+                for task in ("search", "rec")
+                for kind, key in (("ceiling", "recall_at_30"), ("ceiling_l1", "recall_at_30_level1"), ("dense", "dense_recall_at_30"))
+            },
         }
     return recalls
 
 
 def experiment_embeddings(root: Path, name: str, into: Path) -> Path:
     """Copy experiment ``name``'s data/embeddings out of the local DVC cache into ``into``."""
-    from semid import experiments
-
     experiments.get(root, experiments.resolve(root, exp=name), ["data/embeddings"], into)
     return into / "data" / "embeddings"
 
@@ -678,11 +737,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     import torch
 
-    from semid.config import load_params, workspace_root
-    from semid.embed import load_embedding_meta, load_item_embeddings
-    from semid.io import SemidError, atomic_path, user_errors_exit, write_json
-    from semid.quantize import check_embeddings
-    from semid.experiments import Experiment
 
     started = time.perf_counter()
     with user_errors_exit(), contextlib.ExitStack() as stack:
