@@ -129,7 +129,7 @@ def test_fine_tune_and_enmf_are_deterministic_for_a_seed(results, slice_data, tm
 def test_learning_is_real_search_beats_content_and_rec_beats_popularity(results, slice_data):
     prepared, splits, inputs = slice_data
     ceilings = {m: dense_ceilings(results[m], prepared.items, prepared.interactions, splits["valid"],
-                                  SLICE_CONFIG, seed=0) for m in ("content", "search", "rec")}  # fmt: skip
+                                  SLICE_CONFIG, seed=0) for m in ("content", "search", "rec")}
     print({m: {k: round(v, 3) for k, v in c.items()} for m, c in ceilings.items()})
     assert ceilings["search"]["search_recall_at_30"] > ceilings["content"]["search_recall_at_30"]
     assert ceilings["rec"]["rec_recall_at_30"] > ceilings["rec"]["popularity_rec_recall_at_30"]
@@ -155,7 +155,7 @@ def test_users_with_one_train_item_add_no_pair_and_are_no_error(slice_data):
     _, _, inputs = slice_data
     train = inputs.train_interactions
     single = pd.DataFrame({"user_id": [10**6], "item_id": [int(inputs.items["item_id"].iloc[0])],
-                           "timestamp": [0], "rating": [4.0], "split": ["train"], "position": [0]})  # fmt: skip
+                           "timestamp": [0], "rating": [4.0], "split": ["train"], "position": [0]})
     with_single = dataclasses.replace(inputs, train_interactions=pd.concat([train, single], ignore_index=True))
     assert len(co_interaction_pairs(with_single, 10**6, 0)) == len(co_interaction_pairs(inputs, 10**6, 0))
     only_single = dataclasses.replace(inputs, train_interactions=single)

@@ -214,7 +214,7 @@ def test_interrupted_training_resumes_to_the_same_weights_and_restarts_on_anothe
     other = train_generator(
         tiny_scratch_config(max_steps=6, save_steps=2, learning_rate=1e-3), table, examples, [], corpus,
         tmp_path / "other", 0,
-    )  # fmt: skip
+    )
     assert other["resumed"] == 0
 
 
@@ -269,7 +269,7 @@ def test_validation_during_training_does_not_change_the_model(world, trained, tm
     watched = tiny_scratch_config(max_steps=9, eval_steps=2)
     train_generator(watched, table, examples, examples[:20], corpus, tmp_path / "watched", 0)
     train_generator(tiny_scratch_config(max_steps=9, eval_steps=0), table, examples, examples[:20], corpus,
-                    tmp_path / "unwatched", 0)  # fmt: skip
+                    tmp_path / "unwatched", 0)
     assert _weights(tmp_path / "watched") == _weights(tmp_path / "unwatched")
 
 
@@ -450,7 +450,7 @@ def test_query_centroid_init_gives_similar_codes_similar_embeddings(world):
         assert rows.mean(0).abs().max() < 1e-5 and abs(rows.pow(2).mean().sqrt() - scale) < 1e-4
     # two level-1 codes whose items' queries lie close get close embeddings (vs a far pair)
     level1 = {c: np.mean([centroids[i] for i, codes in table.codes["joint"].items() if codes[0] == c], axis=0)
-              for c in used[1]}  # fmt: skip
+              for c in used[1]}
     text_sim = np.corrcoef(np.stack(list(level1.values())))
     embed_sim = np.corrcoef(after[ids[1]].numpy())
     upper = np.triu_indices(len(level1), 1)

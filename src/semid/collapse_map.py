@@ -36,9 +36,13 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from semid.config import load_params
+from semid.data import load_interactions, load_items
+from semid.embed import EmbeddingInputs, embed_items
 from semid.ids import collision_stats
 from semid.quantize import make_quantizer
 from semid.quantize.options import build_options
+from semid.queries import load_queries
 
 COLLAPSE_USAGE = 0.1  # level-1 usage below this share of the codebook: collapsed (as in semid.report)
 LEVELS, CODEBOOK_SIZE = 2, 256
@@ -271,11 +275,6 @@ def multitask_item_embeddings(root: Path, cache: Path) -> np.ndarray:
     path = cache / "multitask.npy"
     if path.exists():
         return np.load(path)
-    from semid.config import load_params  # deferred: the fine-tune's imports cost seconds
-    from semid.data import load_interactions, load_items
-    from semid.embed import EmbeddingInputs, embed_items
-    from semid.queries import load_queries
-
     params = load_params()
     items, interactions = load_items(root / "data/prepared"), load_interactions(root / "data/prepared")
     with tempfile.TemporaryDirectory() as work:
