@@ -139,8 +139,12 @@ def ask_missing(
     def submit(entry: tuple[ItemInfo, str, str], wait: bool) -> concurrent.futures.Future:
         return executor.submit(answer_item, cache, backend, *entry, config, sleep, rng, stop, wait)
 
-    pending = {submit(entry, wait=False): entry for entry in todo}
+    pending: dict[concurrent.futures.Future, tuple[ItemInfo, str, str]] = {}
     try:
+        # Submitting inside the try: workers start on the first items while later ones are still
+        # being queued, so a Ctrl-C can land here too, and must still stop and drain them.
+        for entry in todo:
+            pending[submit(entry, wait=False)] = entry
         while pending:
             # With a timeout: a Ctrl-C is seen even while no answer comes.
             done, _ = concurrent.futures.wait(pending, 0.5, concurrent.futures.FIRST_COMPLETED)
