@@ -13,17 +13,20 @@ from semid.report import (
     CONVERGED_EPOCHS,
     AblationRow,
     Variant,
-    _describe,
     ablation_variants,
     answer,
     answer_facts,
+    collapse_map_section,
     parse_snippets,
     recall_table,
     recipe_remedies,
+    render_report,
+    replace_section,
     run_ablation,
     say,
     snippets,
 )
+from semid.report.answer import _describe
 
 CODEBOOK = 16
 STEPS = 40
@@ -196,7 +199,8 @@ def test_the_template_has_every_snippet_the_code_asks_for_and_no_stray_ones():
     import re
     from pathlib import Path
 
-    source = (Path(__file__).parents[1] / "src" / "semid" / "report.py").read_text()
+    package = Path(__file__).parents[1] / "src" / "semid" / "report"
+    source = "\n".join(module.read_text() for module in sorted(package.glob("*.py")))
     names = set(snippets())
     fixed = set(re.findall(r'say\(\s*"([\w.]+)"', source))
     assert fixed <= names
@@ -240,6 +244,10 @@ def test_make_report_writes_the_report_from_the_workspace_embeddings(dvc_repo, m
     assert "| **rqvae (fixed recipe)** |" in report and "| rqkmeans | — | — | — | — | — | — | — | — | — | not run |" in report
     assert (dvc_repo / "reports" / "rqvae_ablation.png").read_bytes()[:4] == b"\x89PNG"
     assert np.isfinite([r["collision_rate"] for r in __import__("json").loads((dvc_repo / "reports" / "rqvae_ablation.json").read_text())["rows"]]).all()
+    # --render-only rebuilds the same report from the saved JSON, training nothing
+    (dvc_repo / "reports" / "rqvae.md").unlink()
+    out = run([sys.executable, "-m", "semid.report", "--render-only"], dvc_repo, env)
+    assert "wrote" in out.stdout and (dvc_repo / "reports" / "rqvae.md").read_text() == report
 
 
 def test_report_from_an_unknown_experiment_names_the_known_ones(tmp_path):
@@ -275,3 +283,76 @@ def test_the_id_ceiling_paragraph_reads_its_numbers_and_picks_the_task_the_colla
     assert ceiling_facts({"rqkmeans": recalls["rqkmeans"]}) is None  # the naive point not run: no paragraph
     table = "\n".join(recall_table(recalls))
     assert "| rqvae_naive | 0.100 | 0.035 | — | 0.130 | 0.030 |" in table and "not run" in table  # rqvae missing
+
+
+def _saved_run(label, seed, key_hash, usage, **cell):
+    from semid import collapse_map as cm
+
+    cell = cm.Cell("content", **cell)
+    checkpoints = [{"steps": steps, "usage_level_1": usage, "collision_rate": 1 - usage, "latent_norm": 0.2,
+                    "latent_spread": 0.01 if usage < 0.1 else 0.2, "latent_to_code_distance": 0.01, "codeword_norm": 0.1,
+                    "used_codeword_norm": 0.2} for steps in cm.CHECKPOINTS]
+    return {"key": cm.run_key(cell, seed, cm.CHECKPOINTS, key_hash), "embeddings_hash": key_hash,
+            "cell": __import__("dataclasses").asdict(cell), "label": label, "seed": seed, "checkpoints": checkpoints,
+            "cpu_seconds": 30.0, "wall_seconds": 40.0}
+
+
+def _collapse_map_rows():
+    return [
+        _row("rqkmeans", "reference", 1.0, 0.25, 0.30, 0.57),
+        _row("naive", "naive", 0.004, 0.998),
+        _row("naive + recon_loss=sum", "alone", 1.0, 0.31, overrides={"recon_loss": "sum"}),
+        _row("fixed", "fixed", 1.0, 0.30, 0.24, 0.63),
+    ]
+
+
+def test_render_only_reads_the_saved_json_and_the_finished_collapse_map_runs(tmp_path, capsys):
+    import json
+
+    from semid import collapse_map as cm
+    from semid.report.cli import main
+    from semid.report.saved_ablation import ablation_record
+
+    rows = _collapse_map_rows()
+    setting = {"items": 600, "dim": 384, "embedding": "content", "model": "m", "space": "joint", "levels": 2,
+               "codebook_size": 256, "seed": 42, "steps": 20, "threads": 1, "seconds": 3.0, "generated": "2026-11-28 08:36"}
+    recalls = {"rqkmeans": {"search": 0.2, "rec": 0.1, "search_n": 5000, "rec_n": 610, "epochs": 4.85, "experiment": "main"}}
+    (tmp_path / "rqvae_ablation.json").write_text(json.dumps(ablation_record(rows, setting, recalls)))
+    # the preset on all 5 seeds (seed 0 first run on embeddings since changed), encoder=none on 2 of 5
+    stale = _saved_run("naive preset", 0, "old", 0.9)
+    preset = [_saved_run("naive preset", seed, "new", 0.004 if seed < 3 else 0.9) for seed in range(5)]
+    none = [_saved_run("encoder=none", seed, "new", 0.5, encoder="none") for seed in (0, 1)]
+    lines = [stale, *none, *preset[::-1]]  # the file's order is the order runs finished in
+    (tmp_path / "rqvae_collapse_map.jsonl").write_text("".join(json.dumps(run) + "\n" for run in lines))
+
+    main(["--render-only", "--out", str(tmp_path)])
+    report = (tmp_path / "rqvae.md").read_text()
+    expected = replace_section(render_report(rows, setting, recalls, "rqvae_ablation.png"), collapse_map_section([*preset, *none], 2))
+    assert report == expected
+    assert "`naive preset` on content: 3/5 at 1,000" in report  # the stale healthy seed-0 run was not used
+    printed = capsys.readouterr().out
+    assert "content encoder=none: 2/5 seeds" in printed and f"content recon_loss=sum: 0/{len(cm.SEEDS)} seeds" in printed
+    assert "naive preset: 5/5" not in printed
+
+    (tmp_path / "rqvae_collapse_map.jsonl").unlink()  # no runs: no collapse-map section, as a --max-items run
+    main(["--render-only", "--out", str(tmp_path)])
+    assert (tmp_path / "rqvae.md").read_text() == render_report(rows, setting, recalls, "rqvae_ablation.png")
+
+
+def test_render_only_names_what_the_saved_json_lacks_and_rejects_training_flags(tmp_path, capsys):
+    import json
+
+    from semid.report.cli import main
+    from semid.report.saved_ablation import ablation_record
+
+    record = ablation_record(_collapse_map_rows(), {"items": 600}, {})
+    del record["rows"][3]["group"]
+    (tmp_path / "rqvae_ablation.json").write_text(json.dumps(record))
+    for argv in (["--out", str(tmp_path)], ["--out", str(tmp_path), "--steps", "5"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(["--render-only", *argv])
+        assert exit_.value.code == 2
+    first, second = capsys.readouterr().err.splitlines()
+    assert "setting.dim" in first and "setting.generated" in first and "rows[3].group" in first and "'fixed'" in first
+    assert second == "error: --render-only trains nothing, so it takes no --steps; it reads only --out, --collapse-jobs and --no-collapse-map"
+    assert not (tmp_path / "rqvae.md").exists()

@@ -1,0 +1,3 @@
+from semid.report.cli import main
+
+main()
