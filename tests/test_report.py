@@ -246,7 +246,7 @@ def test_make_report_writes_the_report_from_the_workspace_embeddings(dvc_repo, m
     assert np.isfinite([r["collision_rate"] for r in __import__("json").loads((dvc_repo / "reports" / "rqvae_ablation.json").read_text())["rows"]]).all()
     # --render-only rebuilds the same report from the saved JSON, training nothing
     (dvc_repo / "reports" / "rqvae.md").unlink()
-    out = run([sys.executable, "-m", "semid.report", "--render-only"], dvc_repo, env)
+    out = run([sys.executable, "-m", "semid.report", "-j", "2", "--render-only"], dvc_repo, env)  # -j: as make report passes it
     assert "wrote" in out.stdout and (dvc_repo / "reports" / "rqvae.md").read_text() == report
 
 

@@ -52,8 +52,10 @@ from semid.report.saved_ablation import ABLATION_JSON, ablation_record, read_abl
 
 # torch (~2.2 s, bench/import_costs.py) is imported in main() once it is going to train, so
 # --render-only and the tests that import this module do without it.
+# Flags that would change what a full run measures; --render-only refuses them. -j is not among
+# them: `make report` always passes it (queue workers, nothing is queued here).
 TRAINING_FLAGS = ("embeddings", "experiment", "space", "max_items", "steps", "threads", "no_leave_one_out", "no_experiments",
-                  "jobs", "collapse_map_only")
+                  "collapse_map_only")
 
 
 def render_only(out: Path, collapse_jobs: int, collapse_map: bool) -> None:
