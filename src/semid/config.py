@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 
+from semid.distributed import check_batch_split
 from semid.quantize import QuantizeError, check_power_of_two
 from semid.quantize.options import build_options
 from semid.schema import ConfigError, build_section, check_choice, check_range
@@ -147,7 +148,7 @@ class EmbedConfig:
     epochs: float = 1.0
     max_steps: int = 100  # measured: ~3 min of MiniLM fine-tuning on 2 cores (README "train_embedder")
     max_minutes: float = 0.0  # a guard, not a budget: past it the fine-tune fails (0 = none)
-    batch_size: int = 32  # in-batch negatives per step
+    batch_size: int = 32  # in-batch negatives per step (the global batch: split across processes)
     lr: float = 5e-5
     checkpoint_steps: int = 50
     max_item_pairs: int = 50000  # co-interaction pairs for multitask
@@ -162,6 +163,10 @@ class EmbedConfig:
     # Dense ceilings on the validation split
     eval_k: int = 30
     eval_max_queries: int = 2000
+    # Processes of the bi-encoder fine-tune (DDP through torchrun, one per GPU; README "Several
+    # GPUs"); each takes batch_size / processes of every batch. Only the fine-tune is split (search,
+    # multitask and the fusions with search); rank 0 writes the outputs.
+    processes: int = 1
 
     def validate(self) -> None:
         if not self.model:  # "" would resolve to the current folder
@@ -178,6 +183,8 @@ class EmbedConfig:
         check_range("embed.enmf_negative_weight", self.enmf_negative_weight, 0.0, 1.0)
         check_range("embed.enmf_dropout", self.enmf_dropout, 0.0, 0.95)
         check_range("embed.max_minutes", self.max_minutes, 0.0)
+        check_range("embed.processes", self.processes, 1, 1024)
+        check_batch_split(self.batch_size, self.processes, "embed.batch_size", "embed.processes")
 
 
 @dataclass(frozen=True)
@@ -211,7 +218,7 @@ class GeneratorConfig:
     epochs: float = 3.0
     max_steps: int = 3000  # the budget: training ends here on every machine (~7 min on 2 idle cores)
     max_minutes: float = 0.0  # a guard, not a budget: past it the stage fails (0 = none)
-    batch_size: int = 128
+    batch_size: int = 128  # the global batch of a step: split across processes
     learning_rate: float = 2e-3
     weight_decay: float = 0.01
     warmup_steps: int = 50
@@ -221,6 +228,9 @@ class GeneratorConfig:
     eval_steps: int = 500  # valid loss every this many steps (0 = at the end only)
     save_steps: int = 250  # checkpoints in models/generator/checkpoints; a rerun resumes from the last
     bf16: bool = False  # on a GPU only
+    # Training processes (DDP through torchrun, one per GPU; README "Several GPUs"); each takes
+    # batch_size / processes of every batch, so steps and examples seen do not change.
+    processes: int = 1
 
     def validate(self) -> None:
         for key in ("text_vocab_size", "d_model", "d_ff", "num_layers", "num_decoder_layers", "num_heads",
@@ -248,6 +258,8 @@ class GeneratorConfig:
         check_range("generator.logging_steps", self.logging_steps, 1)
         check_range("generator.text_max_tokens", self.text_max_tokens, 2)
         check_range("generator.eval_steps", self.eval_steps, 0)
+        check_range("generator.processes", self.processes, 1, 1024)
+        check_batch_split(self.batch_size, self.processes, "generator.batch_size", "generator.processes")
 
 
 @dataclass(frozen=True)

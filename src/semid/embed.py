@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import pandas as pd
 
+from semid.distributed import report_training, trainer_arguments, world_size
 from semid.io import SemidError, atomic_dir, progress, progress_enabled
 from semid.metrics import hit_ranks, recall_at_k
 from semid.models import load_sentence_model
@@ -141,12 +142,14 @@ def finetune_bi_encoder(model: Any, pair_sets: dict[str, pd.DataFrame], inputs: 
     config = inputs.config
     output_dir = inputs.work_dir / name
     datasets = {key: Dataset.from_pandas(frame, preserve_index=False) for key, frame in pair_sets.items()}
-    loss = MultipleNegativesRankingLoss(model)
+    # Over several processes each scores its slice of the batch against the whole batch's
+    # candidates, so a step still has batch_size - 1 in-batch negatives per anchor.
+    loss = MultipleNegativesRankingLoss(model, gather_across_devices=world_size() > 1)
     args = SentenceTransformerTrainingArguments(
         output_dir=str(output_dir),
         max_steps=config.max_steps,
         num_train_epochs=config.epochs,
-        per_device_train_batch_size=config.batch_size,
+        **trainer_arguments(config.batch_size, "embed.batch_size"),
         learning_rate=config.lr,
         warmup_steps=0.1,  # a float is a ratio of the total steps in transformers 5
         seed=inputs.seed,
@@ -160,7 +163,6 @@ def finetune_bi_encoder(model: Any, pair_sets: dict[str, pd.DataFrame], inputs: 
         logging_steps=10,
         report_to="none",
         disable_tqdm=not progress_enabled(),
-        use_cpu=not _cuda(),
         dataloader_drop_last=True,
     )
     trainer = SentenceTransformerTrainer(
@@ -172,6 +174,7 @@ def finetune_bi_encoder(model: Any, pair_sets: dict[str, pd.DataFrame], inputs: 
     )
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=latest_checkpoint(output_dir))
+    report_training(trainer, model, config.batch_size, name)
     guard.check(trainer.state.global_step, trainer.state.max_steps)
     # The mean of the logged losses (the log history survives a resume), not the trainer's
     # training_loss, which averages only the steps since the last resume.
@@ -179,6 +182,8 @@ def finetune_bi_encoder(model: Any, pair_sets: dict[str, pd.DataFrame], inputs: 
     return {
         f"{name}_train_seconds": time.perf_counter() - start,
         f"{name}_train_steps": float(trainer.state.global_step),
+        f"{name}_global_batch_size": float(config.batch_size),
+        f"{name}_processes": float(world_size()),
         f"{name}_train_loss": float(np.mean(logged)) if logged else float(result.training_loss),
     }
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from semid.config import Params, find_root
+from semid.distributed import is_main_process
 from semid.io import file_lock
 
 # mlflow (~1.8 s, bench/import_costs.py) is imported inside the functions that log, so stages run
@@ -96,8 +97,9 @@ class StageRun:
 
 @contextlib.contextmanager
 def stage_run(stage: str, params: Params, keys: list[str], experiment: str = "semid") -> Iterator[StageRun]:
-    """Open one MLflow run for a stage, log the params it reads, and close it with its status."""
-    if not tracking_enabled():
+    """Open one MLflow run for a stage, log the params it reads, and close it with its status.
+    Under torchrun only rank 0 opens one: a stage is one run however many processes train it."""
+    if not tracking_enabled() or not is_main_process():
         yield StageRun(None)
         return
     import mlflow

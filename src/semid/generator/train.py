@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 
+from semid.distributed import barrier, is_main_process, report_training, trainer_arguments, world_size
 from semid.generator.examples import Example
 from semid.generator.inputs import pad_rows
 from semid.generator.model import (
@@ -179,14 +180,11 @@ def train_generator(
         "seed": seed,
     }
     checkpoint_dir = out_dir / CHECKPOINT_DIR
-    # out_dir persists between runs (DVC `persist`), so a save a kill cut short left its temp
-    # folder there, and DVC would cache it with the model.
-    remove_stale_temporaries(out_dir)
-    resume_from = prepare_checkpoints(checkpoint_dir, fingerprint)
     evaluating = bool(valid_rows) and config.eval_steps > 0
+    # Built first: under torchrun, creating the arguments joins the process group (barrier below).
     args = Seq2SeqTrainingArguments(
         output_dir=str(checkpoint_dir),
-        per_device_train_batch_size=config.batch_size,
+        **trainer_arguments(config.batch_size, "generator.batch_size"),
         per_device_eval_batch_size=config.batch_size,
         learning_rate=config.learning_rate,
         weight_decay=config.weight_decay,
@@ -213,6 +211,13 @@ def train_generator(
         label_names=["labels"],
         bf16=bool(config.bf16 and torch.cuda.is_available()),
     )
+    if is_main_process():
+        # out_dir persists between runs (DVC `persist`), so a save a kill cut short left its temp
+        # folder there, and DVC would cache it with the model.
+        remove_stale_temporaries(out_dir)
+        prepare_checkpoints(checkpoint_dir, fingerprint)
+    barrier()  # the other ranks resume from the checkpoint rank 0 kept, or start afresh with it
+    resume_from = latest_checkpoint(checkpoint_dir)
     guard = WallClockGuard(config.max_minutes, "generator.max_minutes")
     trainer = _trainer_class()(
         model=model,
@@ -227,6 +232,7 @@ def train_generator(
     trainer.train(resume_from_checkpoint=resume_from)
     train_seconds = time.monotonic() - started
     steps_done = trainer.state.global_step
+    report_training(trainer, model, config.batch_size)
     guard.check(steps_done, trainer.state.max_steps)
     stats: dict[str, Any] = {
         "train_examples": len(train_rows),
@@ -247,14 +253,19 @@ def train_generator(
     # reported another train loss (and wrote it into the hashed model meta) than a straight one.
     sample = train_rows[:: max(1, len(train_rows) // max(1, config.max_valid_examples or len(train_rows)))]
     stats["train_loss"] = float(trainer.evaluate(eval_dataset=sample, metric_key_prefix="train")["train_loss"])
-    save_generator(model, tokenizer, table, config, out_dir / MODEL_DIR, stats)
-    # The model is saved: the checkpoints (with their run-dependent trainer state) would only
-    # make the DVC output differ between identical runs.
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    barrier()  # every rank is past its last checkpoint write
+    if is_main_process():
+        save_generator(model, tokenizer, table, config, out_dir / MODEL_DIR, stats)
+        # The model is saved: the checkpoints (with their run-dependent trainer state) would only
+        # make the DVC output differ between identical runs.
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
     timings = {
         "train_seconds": train_seconds,
         "train_examples_per_second": steps_done * config.batch_size / max(train_seconds, 1e-9),
         "text_state_seconds": text_state_seconds,
         "resumed": int(resume_from is not None),
+        # How the global batch was split (run-dependent like the timings: not in the saved model).
+        "processes": world_size(),
+        "global_batch_size": config.batch_size,
     }
     return {**stats, **timings, "curve": curve}

@@ -12,6 +12,7 @@ import pandas as pd
 from semid.artifacts import EMBEDDER_CHECKPOINTS, EMBEDDINGS, EMBED_METRICS, PREPARED, QUERIES
 from semid.config import check_item_count, load_params
 from semid.data import load_interactions, load_items
+from semid.distributed import is_main_process, relaunch
 from semid.embed import EmbeddingInputs, dense_ceilings, embed_items, write_embeddings
 from semid.io import write_json
 from semid.queries import load_queries
@@ -33,6 +34,7 @@ def run_fingerprint(params, *frames: pd.DataFrame) -> str:
 @stage_main
 def main() -> None:
     params = load_params()
+    relaunch("semid.stages.train_embedder", params.embed.processes)  # embed.processes > 1: under torchrun
     pin_threads(params.base.threads)
     config = params.embed
     items = load_items(PREPARED.at())
@@ -54,6 +56,8 @@ def main() -> None:
         start = time.perf_counter()
         result = embed_items(params.embedding, inputs)
         seconds = time.perf_counter() - start
+        if not is_main_process():  # the fine-tune is done; rank 0 evaluates and writes
+            return
         metrics = {
             "method": params.embedding,
             "seconds": seconds,

@@ -8,6 +8,7 @@ import pandas as pd
 from semid.artifacts import GENERATOR, IDS, PREPARED, QUERIES, TRAIN_CURVE, TRAIN_METRICS
 from semid.config import load_params
 from semid.data import load_interactions, load_items
+from semid.distributed import is_main_process, relaunch
 from semid.generator import build_examples, load_id_table, configure_torch, tokenizer_corpus, train_generator
 from semid.io import atomic_path, write_json
 from semid.queries import load_queries
@@ -20,6 +21,7 @@ from semid.tracking import stage_run
 def main() -> None:
     params = load_params()
     config, seed = params.generator, params.base.seed
+    relaunch("semid.stages.train_t5", config.processes)  # generator.processes > 1: under torchrun
     configure_torch(params.base.threads)
     with stage_run("train_t5", params, keys=["base", "generator"]) as run:
         items, interactions = load_items(PREPARED.at()), load_interactions(PREPARED.at())
@@ -31,6 +33,8 @@ def main() -> None:
             code_version=code_digest("train_t5"),
         )
         curve = stats.pop("curve")
+        if not is_main_process():
+            return
         with atomic_path(TRAIN_CURVE.at()) as tmp:
             pd.DataFrame(curve, columns=["step", "epoch", "train_loss", "valid_loss"]).to_csv(tmp, index=False)
         write_json(TRAIN_METRICS.at(), stats)
