@@ -20,6 +20,8 @@ help:
 	@echo "make clean       remove pipeline outputs (keeps .venv and the DVC cache)"
 	@echo "make params      rewrite params.yaml from the defaults in src/semid/config.py"
 	@echo "make grid        queue the embedding x quantizer grid (EMBEDDINGS=, QUANTIZERS=, N= workers), run it"
+	@echo "                 SHARD=i/n: machine i of n runs its share and pushes it (dvc exp push GIT_REMOTE=origin)"
+	@echo "make pull-grid   dvc exp pull every experiment of this commit from GIT_REMOTE (and their outputs)"
 	@echo "make results     results/table.md + plots from every experiment"
 	@echo "make report      the RQ-VAE diagnosis: reports/rqvae.md"
 	@echo "make remote      default DVC remote in ../semid-dvc-remote (REMOTE=...)"
@@ -71,15 +73,22 @@ EMBEDDINGS ?= content search rec multitask concat svd separate prefix_share
 QUANTIZERS ?= rqkmeans rqvae rqvae_naive dictlearn rlfq
 N ?= 1
 GRID_ARGS ?=
+# make grid SHARD=2/3: this machine's share of the grid, pushed to GIT_REMOTE (outputs: the default DVC remote)
+SHARD ?=
+GIT_REMOTE ?= origin
 REPORT_ARGS ?=
 DRY_RUN_ARGS ?=
 # A DVC remote in a folder outside the repo; S3/GCS examples in README "Remote artifacts".
 REMOTE ?= $(abspath ../semid-dvc-remote)
 
-.PHONY: grid results report remote paper-dry-run
+.PHONY: grid pull-grid results report remote paper-dry-run
 
 grid: venv .dvc/config
-	$(BIN)/python -m semid.grid --embeddings "$(EMBEDDINGS)" --quantizers "$(QUANTIZERS)" -j $(N) $(GRID_ARGS)
+	$(BIN)/python -m semid.grid --embeddings "$(EMBEDDINGS)" --quantizers "$(QUANTIZERS)" -j $(N) \
+		$(if $(SHARD),--shard "$(SHARD)" --push "$(GIT_REMOTE)") $(GRID_ARGS)
+
+pull-grid: venv .dvc/config
+	$(BIN)/python -m semid.grid --pull "$(GIT_REMOTE)"
 
 results: venv
 	$(BIN)/python -m semid.results

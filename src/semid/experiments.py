@@ -2,9 +2,10 @@
 
 Every other module (the grid, ``make results``, ``make report``, ``semid search --rev/--exp``)
 reaches DVC through here, and only through DVC's command line (``dvc exp show --json``,
-``dvc exp run --queue``, ``dvc exp remove``, ``dvc queue start``) or its public Python API
-(``dvc.api.DVCFileSystem``); git only through ``git rev-parse``. ``dvc exp show --json`` is parsed
-here once, into :class:`Experiment` records.
+``dvc exp run --queue``, ``dvc exp remove``, ``dvc queue start``, ``dvc exp push/pull``,
+``dvc fetch``, ``dvc remote default``) or its public Python API (``dvc.api.DVCFileSystem``); git
+only through ``git rev-parse`` and ``git ls-remote`` (which experiments a git remote holds).
+``dvc exp show --json`` is parsed here once, into :class:`Experiment` records.
 
 The queue: every queued experiment runs in a temporary copy of the repo (``.dvc/tmp/exps/``);
 stages there read that copy's params (semid.config.workspace_root) and log to the main repo's
@@ -230,6 +231,126 @@ def run_queue(
     if failed:
         raise ExperimentError(f"experiments failed: {', '.join(failed)}; see `dvc queue logs <name>`")
     return latest
+
+
+# --------------------------------------------------------------------------- across machines
+
+# An experiment is the git ref refs/exps/<first 2 hex of its baseline>/<rest of the baseline>/<name>;
+# `dvc exp push/pull` move those refs, and the outputs they point at through the default DVC remote.
+EXP_REF_PREFIX = "refs/exps/"
+NO_CACHE_REMOTE = (
+    "the experiments' outputs travel through it; add the one every machine shares "
+    "(`make remote REMOTE=/shared/folder`, or `dvc remote add -d storage s3://bucket/semid`)"
+)
+
+
+@dataclass(frozen=True)
+class RemoteExperiment:
+    """One experiment ref on a git remote."""
+
+    name: str
+    baseline: str  # the full sha of the commit it derives from
+    rev: str  # the experiment's own commit
+
+
+def remote_experiments(root: Path, git_remote: str) -> list[RemoteExperiment]:
+    """The experiments a git remote (a name or a URL) holds, read with ``git ls-remote``; an unknown
+    or unreachable remote raises."""
+    result = subprocess.run(
+        ["git", "ls-remote", "--end-of-options", git_remote, f"{EXP_REF_PREFIX}*"],
+        cwd=root, capture_output=True, text=True,
+    )
+    if result.returncode != 0:
+        message = result.stderr.strip().splitlines()[-1:] or ["no message"]
+        raise ExperimentError(
+            f"cannot read git remote {git_remote!r} from {root} ({message[0]}); "
+            "give a remote name of `git remote -v` or a git URL"
+        )
+    found = []
+    for line in result.stdout.splitlines():
+        rev, _, ref = line.partition("\t")
+        parts = ref[len(EXP_REF_PREFIX):].split("/")
+        if ref.startswith(EXP_REF_PREFIX) and len(parts) == 3:  # skips refs/exps/celery/... and the like
+            found.append(RemoteExperiment(parts[2], parts[0] + parts[1], rev))
+    return found
+
+
+def default_cache_remote(root: Path) -> str | None:
+    """The default DVC remote's name (where ``dvc exp push`` sends outputs), or None."""
+    result = subprocess.run(
+        [sys.executable, "-m", "dvc", "remote", "default"], cwd=root, capture_output=True, text=True
+    )
+    name = result.stdout.strip()
+    return name if result.returncode == 0 and name else None
+
+
+def fetch_head(root: Path) -> bool:
+    """``dvc fetch``: HEAD's outputs from the default DVC remote into the local cache, so queued
+    experiments restore the stages they share with HEAD instead of rerunning them. False when some
+    were missing there (those stages then run here)."""
+    try:
+        _dvc(root, "fetch")
+    except ExperimentError:
+        return False
+    return True
+
+
+def _head(root: Path) -> str:
+    sha = _git_commit(root, "HEAD")
+    if sha is None:
+        raise ExperimentError(f"{root} has no commit: experiments derive from one")
+    return sha
+
+
+def push(root: Path, git_remote: str, names: Sequence[str]) -> None:
+    """``dvc exp push GIT_REMOTE NAMES``: the experiments of HEAD to the git remote, their outputs to
+    the default DVC remote. Checked afterwards on the remote: DVC never replaces an experiment of
+    the same name and baseline that another machine pushed (it says so and still exits 0); that
+    raises here, naming them, and the remote keeps the other machine's."""
+    if not names:
+        return
+    head = _head(root)
+    local = {e.name: e.rev for e in show(root) if e.is_experiment and e.baseline == head}
+    unknown = sorted(set(names) - set(local))
+    if unknown:
+        raise ExperimentError(f"no experiment of HEAD ({head[:7]}) named {', '.join(unknown)} to push")
+    _dvc(root, "exp", "push", git_remote, *names)
+    remote = {e.name: e.rev for e in remote_experiments(root, git_remote) if e.baseline == head}
+    missing = sorted(n for n in names if n not in remote)
+    if missing:
+        raise ExperimentError(f"dvc exp push left {', '.join(missing)} off {git_remote!r}; see `dvc exp list {git_remote}`")
+    clashes = sorted(n for n in names if remote[n] != local[n])
+    if clashes:
+        raise ExperimentError(
+            f"not pushed: {git_remote!r} already holds another run named {', '.join(clashes)} on commit "
+            f"{head[:7]} (another machine ran the same point); it was kept. Keep theirs (`dvc exp pull "
+            f"{git_remote} NAME --force` replaces yours), or rename yours (`dvc exp rename NAME NEW`) and push that"
+        )
+
+
+def pull(root: Path, git_remote: str, all_commits: bool = False) -> list[RemoteExperiment]:
+    """``dvc exp pull GIT_REMOTE``: the experiments of HEAD (every commit's with ``all_commits``) and,
+    from the default DVC remote, their outputs into the local cache. Returns those pulled.
+
+    ``dvc exp show`` lists the experiments of HEAD only, so the machines of a grid and the clone
+    that gathers it must be on one commit; when the remote has none of HEAD's, the error names the
+    commits it has."""
+    head = _head(root)
+    if default_cache_remote(root) is None:
+        raise ExperimentError(f"no default DVC remote in {root}: {NO_CACHE_REMOTE}")
+    held = remote_experiments(root, git_remote)
+    wanted = held if all_commits else [e for e in held if e.baseline == head]
+    if not wanted:
+        baselines = sorted({e.baseline[:7] for e in held})
+        if not baselines:
+            raise ExperimentError(f"git remote {git_remote!r} holds no experiments (`make grid SHARD=i/n` pushes them)")
+        raise ExperimentError(
+            f"git remote {git_remote!r} holds no experiments of HEAD ({head[:7]}), only of commit "
+            f"{', '.join(baselines)}: every machine of a grid must be on one commit; `git checkout` "
+            "it and pull again (or pull them all with --all-commits; `make results` shows them)"
+        )
+    _dvc(root, "exp", "pull", *(["--all-commits"] if all_commits else []), git_remote)
+    return wanted
 
 
 # --------------------------------------------------------------------------- resolve and get
