@@ -64,7 +64,7 @@ def relaunch(module: str, processes: int) -> bool:
     _check_devices(processes)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
                "-m", module]
-    print(f"{module}: {processes} processes: {' '.join(command[1:])}", file=sys.stderr, flush=True)
+    print(f"{module}: {processes} processes: python {' '.join(command[1:])}", file=sys.stderr, flush=True)
     sys.exit(subprocess.run(command).returncode)
 
 

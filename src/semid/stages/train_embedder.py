@@ -34,11 +34,11 @@ def run_fingerprint(params, *frames: pd.DataFrame) -> str:
 @stage_main
 def main() -> None:
     params = load_params()
-    relaunch("semid.stages.train_embedder", params.embed.processes)  # embed.processes > 1: under torchrun
     pin_threads(params.base.threads)
     config = params.embed
     items = load_items(PREPARED.at())
     check_item_count(params, len(items))  # embed.eval_k, quantize.codebook_size: before any fine-tune
+    relaunch("semid.stages.train_embedder", config.processes)  # embed.processes > 1: under torchrun
     interactions = load_interactions(PREPARED.at())
     train_queries = load_queries(QUERIES.at(), "train")
     fingerprint = run_fingerprint(params, items[["item_id", "item_text"]], interactions, train_queries)
