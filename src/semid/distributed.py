@@ -7,10 +7,10 @@ The DDP itself is Hugging Face's (Trainer on accelerate); this module only says 
   again under ``torch.distributed.run`` (torchrun's own entry point) with that many processes on
   this machine, so ``dvc exp run -S generator.processes=2`` needs no other command. A stage that a
   user started with torchrun (several machines, say) takes torchrun's world size instead.
-- Each optimiser step takes one global batch of the params' ``batch_size`` examples, the same
-  batch a single process would take, split evenly across the processes (accelerate's
-  ``split_batches``): the step count, the examples seen and the data order are what the params
-  say, whatever the number of processes. A batch the world size does not divide is an error.
+- Each optimiser step takes one global batch of the params' ``batch_size`` examples from the
+  one sampler every process draws alike, split evenly across the processes (accelerate's
+  ``split_batches``): the step count and the examples seen are what the params say, whatever
+  the number of processes. A batch the world size does not divide is an error.
 - Only rank 0 writes outputs, metrics and MLflow runs; the other ranks train and exit.
 """
 
