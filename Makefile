@@ -20,7 +20,7 @@ help:
 	@echo "make clean       remove pipeline outputs (keeps .venv and the DVC cache)"
 	@echo "make params      rewrite params.yaml from the defaults in src/semid/config.py"
 	@echo "make grid        queue the embedding x quantizer grid (EMBEDDINGS=, QUANTIZERS=, N= workers), run it"
-	@echo "                 SHARD=i/n: machine i of n runs its share and pushes it (dvc exp push GIT_REMOTE=origin)"
+	@echo "                 SHARD=i/n: machine i of n runs its share, pushes it to GIT_REMOTE (origin)"
 	@echo "make pull-grid   dvc exp pull every experiment of this commit from GIT_REMOTE (and their outputs)"
 	@echo "make results     results/table.md + plots from every experiment"
 	@echo "make report      the RQ-VAE diagnosis: reports/rqvae.md"
@@ -73,7 +73,7 @@ EMBEDDINGS ?= content search rec multitask concat svd separate prefix_share
 QUANTIZERS ?= rqkmeans rqvae rqvae_naive dictlearn rlfq
 N ?= 1
 GRID_ARGS ?=
-# make grid SHARD=2/3: this machine's share of the grid, pushed to GIT_REMOTE (outputs: the default DVC remote)
+# make grid SHARD=2/3: this machine's share of the grid, pushed to GIT_REMOTE (outputs: default DVC remote)
 SHARD ?=
 GIT_REMOTE ?= origin
 REPORT_ARGS ?=

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import TINY, dvc, run, set_params, stage_env
+from test_dvc_wrapper import DVC_YAML, STAND_IN
 
 from semid import experiments
 from semid.config import EMBEDDING_METHODS, QUANTIZERS
@@ -53,8 +54,8 @@ def test_bad_shard_on_the_command_line_is_one_line_and_exit_2_before_any_work(ba
 
 
 def test_dry_prints_the_shard(tmp_path):
-    out = run([*GRID, "--shard", "2/2", "--dry", "--embeddings", "content", "--quantizers", "rqkmeans rqvae rlfq"],
-              tmp_path)
+    dry = [*GRID, "--shard", "2/2", "--dry", "--embeddings", "content", "--quantizers", "rqkmeans rqvae rlfq"]
+    out = run(dry, tmp_path)
     assert out.stdout.split() == ["content-rqvae"]
 
 
@@ -74,7 +75,63 @@ def test_push_and_pull_check_their_remotes_before_any_work(dvc_repo, tmp_path):
 
     dvc(dvc_repo, "remote", "add", "--local", "-d", "store", str(tmp_path / "store"))
     result = run([*GRID, "--pull", "origin"], dvc_repo, env, check=False)
-    assert result.returncode == 2 and "git remote 'origin' holds no experiments" in result.stderr, result.stderr
+    assert result.returncode == 2, result.stderr
+    assert "git remote 'origin' holds no experiments" in result.stderr, result.stderr
+
+
+def test_push_keeps_another_machines_run_and_pull_brings_heads_experiments_with_outputs(tmp_path):
+    """The one-stage stand-in pipeline of test_dvc_wrapper: three clones, one bare origin, one DVC
+    remote; machines push distinct names of one commit, a clashing name is refused, a third pulls."""
+    origin, store = tmp_path / "origin.git", tmp_path / "store"
+    run(["git", "init", "-q", "--bare", "--initial-branch", "main", str(origin)], tmp_path)
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "params.yaml").write_text("quantizer: rqkmeans\nembedding: content\n")
+    (one / "stand_in.py").write_text(STAND_IN)
+    (one / "dvc.yaml").write_text(DVC_YAML)
+    env = stage_env(one)
+    run(["git", "init", "-q", "--initial-branch", "main"], one, env)
+    dvc(one, "init", "-q")
+    run(["git", "add", "-A"], one, env)
+    run(["git", "commit", "-qm", "stand-in"], one, env)
+    run(["git", "remote", "add", "origin", str(origin)], one, env)
+    run(["git", "push", "-q", "origin", "main"], one, env)
+    dvc(one, "remote", "add", "--local", "-d", "store", str(store))
+    two, three = _clone(origin, tmp_path / "two", store), _clone(origin, tmp_path / "three", store)
+    head = run(["git", "rev-parse", "HEAD"], one).stdout.strip()
+
+    dvc(one, "exp", "run", "-n", "content-rqvae", "-S", "quantizer=rqvae")
+    experiments.push(one, "origin", ["content-rqvae"])
+    dvc(two, "exp", "run", "-n", "content-rlfq", "-S", "quantizer=rlfq")
+    experiments.push(two, "origin", ["content-rlfq"])  # the same commit, another name: both kept
+    dvc(two, "exp", "run", "-n", "content-rqvae", "-S", "quantizer=dictlearn")
+    first = {e.name: e.rev for e in experiments.remote_experiments(one, "origin")}
+    clash = "already holds another run named content-rqvae on commit"
+    with pytest.raises(experiments.ExperimentError, match=clash):
+        experiments.push(two, "origin", ["content-rqvae"])
+    remote = {e.name: e for e in experiments.remote_experiments(three, "origin")}
+    assert {n: e.rev for n, e in remote.items()} == first and set(first) == {"content-rqvae", "content-rlfq"}
+    assert {e.baseline for e in remote.values()} == {head}
+
+    # machine 2 pulling keeps its own content-rqvae and says so
+    with pytest.raises(experiments.ExperimentError, match="kept this clone's own content-rqvae"):
+        experiments.pull(two, "origin")
+
+    pulled = experiments.pull(three, "origin")
+    assert sorted(e.name for e in pulled) == ["content-rlfq", "content-rqvae"]
+    shown = {e.name: e for e in experiments.show(three) if e.is_experiment}
+    assert set(shown) == {"content-rlfq", "content-rqvae"}
+    assert shown["content-rqvae"].rev == first["content-rqvae"]
+    # the outputs came too: read from the local cache only
+    experiments.get(three, shown["content-rqvae"].rev, ["out"], tmp_path / "got")
+    assert (tmp_path / "got" / "out" / "quantizer.txt").read_text() == "rqvae"
+
+    (three / "README").write_text("a newer commit\n")
+    run(["git", "add", "README"], three, env)
+    run(["git", "commit", "-qm", "newer"], three, env)
+    elsewhere = rf"no experiments of HEAD .*only of commit {head[:7]}"
+    with pytest.raises(experiments.ExperimentError, match=elsewhere):
+        experiments.pull(three, "origin")
 
 
 def _clone(origin: Path, path: Path, store: Path) -> Path:
@@ -149,8 +206,8 @@ def test_two_machines_run_their_shards_and_a_third_gathers_every_point(dvc_repo,
     table = (three / "results" / "table.md").read_text()
     assert "`content-rqkmeans`" in table and "`content-rqvae`" in table
 
-    search = [sys.executable, "-m", "semid.cli", "search", "a heist that goes wrong", "--exp", "content-rqvae",
-              "-k", "5", "--json", "--root", str(three)]
+    search = [sys.executable, "-m", "semid.cli", "search", "a heist that goes wrong",
+              "--exp", "content-rqvae", "-k", "5", "--json", "--root", str(three)]
     answer = json.loads(run(search, three, env_three).stdout)
     assert answer["run"].startswith("experiment content-rqvae") and answer["results"], answer
     assert all(isinstance(hit["item_id"], int) for hit in answer["results"])

@@ -302,11 +302,11 @@ def _head(root: Path) -> str:
     return sha
 
 
-def push(root: Path, git_remote: str, names: Sequence[str]) -> None:
+def push(root: Path, git_remote: str, names: Sequence[str], force: bool = False) -> None:
     """``dvc exp push GIT_REMOTE NAMES``: the experiments of HEAD to the git remote, their outputs to
     the default DVC remote. Checked afterwards on the remote: DVC never replaces an experiment of
     the same name and baseline that another machine pushed (it says so and still exits 0); that
-    raises here, naming them, and the remote keeps the other machine's."""
+    raises here, naming them, and the remote keeps the other machine's. ``force`` (``-f``) replaces them."""
     if not names:
         return
     head = _head(root)
@@ -314,17 +314,20 @@ def push(root: Path, git_remote: str, names: Sequence[str]) -> None:
     unknown = sorted(set(names) - set(local))
     if unknown:
         raise ExperimentError(f"no experiment of HEAD ({head[:7]}) named {', '.join(unknown)} to push")
-    _dvc(root, "exp", "push", git_remote, *names)
+    _dvc(root, "exp", "push", *(["--force"] if force else []), git_remote, *names)
     remote = {e.name: e.rev for e in remote_experiments(root, git_remote) if e.baseline == head}
     missing = sorted(n for n in names if n not in remote)
     if missing:
-        raise ExperimentError(f"dvc exp push left {', '.join(missing)} off {git_remote!r}; see `dvc exp list {git_remote}`")
+        raise ExperimentError(
+            f"dvc exp push left {', '.join(missing)} off {git_remote!r}; see `dvc exp list {git_remote}`"
+        )
     clashes = sorted(n for n in names if remote[n] != local[n])
     if clashes:
         raise ExperimentError(
             f"not pushed: {git_remote!r} already holds another run named {', '.join(clashes)} on commit "
             f"{head[:7]} (another machine ran the same point); it was kept. Keep theirs (`dvc exp pull "
-            f"{git_remote} NAME --force` replaces yours), or rename yours (`dvc exp rename NAME NEW`) and push that"
+            f"{git_remote} NAME --force` replaces yours), or rename yours (`dvc exp rename NAME NEW`) "
+            "and push that"
         )
 
 
@@ -343,13 +346,24 @@ def pull(root: Path, git_remote: str, all_commits: bool = False) -> list[RemoteE
     if not wanted:
         baselines = sorted({e.baseline[:7] for e in held})
         if not baselines:
-            raise ExperimentError(f"git remote {git_remote!r} holds no experiments (`make grid SHARD=i/n` pushes them)")
+            raise ExperimentError(
+                f"git remote {git_remote!r} holds no experiments (`make grid SHARD=i/n` pushes them)"
+            )
         raise ExperimentError(
             f"git remote {git_remote!r} holds no experiments of HEAD ({head[:7]}), only of commit "
             f"{', '.join(baselines)}: every machine of a grid must be on one commit; `git checkout` "
             "it and pull again (or pull them all with --all-commits; `make results` shows them)"
         )
     _dvc(root, "exp", "pull", *(["--all-commits"] if all_commits else []), git_remote)
+    # Like push, DVC keeps a local experiment that differs from the remote's of the same name (and
+    # exits 0): say so rather than show this clone's run as the grid's.
+    local = {(e.baseline, e.name): e.rev for e in show(root, all_commits=all_commits) if e.is_experiment}
+    kept = sorted(e.name for e in wanted if local.get((e.baseline, e.name), e.rev) != e.rev)
+    if kept:
+        raise ExperimentError(
+            f"kept this clone's own {', '.join(kept)}, which differ from {git_remote!r}'s of the same name; "
+            f"`dvc exp pull {git_remote} NAME --force` replaces yours"
+        )
     return wanted
 
 

@@ -130,7 +130,8 @@ def run_shard(
     force: bool = False,
 ) -> list[str]:
     """Run ``points`` (a shard) as :func:`run_grid` does, then push every finished one to ``git_remote``
-    (also those finished before, and those that did finish when others failed). Returns the pushed."""
+    (also those finished before, and those that did finish when others failed; with ``force``, the
+    reruns replace the remote's runs of the same name). Returns the pushed."""
     if git_remote and not experiments.fetch_head(root):
         print("some of HEAD's outputs are not on the DVC remote: the stages that make them run here")
     failure: experiments.ExperimentError | None = None
@@ -141,7 +142,7 @@ def run_shard(
     pushed = []
     if git_remote:
         pushed = finished_names(root, points)
-        experiments.push(root, git_remote, pushed)
+        experiments.push(root, git_remote, pushed, force)
         print(f"pushed {len(pushed)} experiments to {git_remote}: {' '.join(pushed) or 'none'}")
     if failure:
         raise failure
@@ -172,11 +173,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--quantizers", default=" ".join(QUANTIZERS), help="space-separated quantizers")
     parser.add_argument("-j", "--jobs", type=int, default=1, help="dvc queue start -j N")
     parser.add_argument("-S", "--set-param", action="append", default=[], help="extra -S key=value for every point")
-    parser.add_argument("--force", action="store_true", help="rerun points that already have an experiment")
+    parser.add_argument("--force", action="store_true", help="rerun points already run (and push over them)")
     parser.add_argument("--dry", action="store_true", help="print the points (of the shard) and exit")
     parser.add_argument("--shard", help="i/n: run machine i's share of n (every n-th point from the i-th)")
-    parser.add_argument("--push", metavar="GIT_REMOTE", help="push the finished points: dvc exp push GIT_REMOTE")
-    parser.add_argument("--pull", metavar="GIT_REMOTE", help="only pull HEAD's experiments: dvc exp pull GIT_REMOTE")
+    parser.add_argument("--push", metavar="GIT_REMOTE", help="push the finished points (dvc exp push)")
+    parser.add_argument("--pull", metavar="GIT_REMOTE", help="only pull HEAD's experiments (dvc exp pull)")
     parser.add_argument("--all-commits", action="store_true", help="with --pull: every commit's experiments")
     args = parser.parse_args(argv)
 
