@@ -1,4 +1,4 @@
-"""semid's one door to DVC experiments: show, queue, run the queue, resolve, get.
+"""semid's one door to DVC experiments: show, queue, run the queue, push and pull, resolve, get.
 
 Every other module (the grid, ``make results``, ``make report``, ``semid search --rev/--exp``)
 reaches DVC through here, and only through DVC's command line (``dvc exp show --json``,
