@@ -91,14 +91,22 @@ def fit_power(items: np.ndarray, interactions: np.ndarray, cost: np.ndarray, flo
     """Least squares of log(cost - floor) on log(items), log(interactions).
 
     A row whose cost does not clear the floor by 5% carries no information on growth and is
-    left out; with fewer than 3 rows left the stage is taken as flat (a = b = 0)."""
+    left out; with fewer than 3 rows left the stage is taken as flat (a = b = 0). A negative
+    exponent is dropped and the rest refitted."""
     variable = cost - floor
     keep = variable > 0.05 * np.maximum(floor, 1e-9)
     if keep.sum() < 3:
         return Fit(floor, math.log(max(float(np.median(np.maximum(variable, 1e-9))), 1e-9)), 0.0, 0.0)
-    design = np.column_stack([np.ones(keep.sum()), np.log(items[keep]), np.log(interactions[keep])])
-    (log_c, a, b), *_ = np.linalg.lstsq(design, np.log(variable[keep]), rcond=None)
-    return Fit(floor, float(log_c), float(a), float(b))
+    sizes = np.column_stack([np.log(items[keep]), np.log(interactions[keep])])
+    used = [0, 1]
+    while True:
+        design = np.column_stack([np.ones(keep.sum()), sizes[:, used]])
+        solution, *_ = np.linalg.lstsq(design, np.log(variable[keep]), rcond=None)
+        exponents = dict(zip(used, solution[1:]))
+        negative = [i for i, e in exponents.items() if e < 0]
+        if not negative:  # a cost never shrinks as data grow: a negative slope is noise, refit without it
+            return Fit(floor, float(solution[0]), float(exponents.get(0, 0.0)), float(exponents.get(1, 0.0)))
+        used.remove(min(negative, key=exponents.get))
 
 
 def growth_label(exponent: float) -> str:
@@ -315,14 +323,14 @@ def measured_table(frame: pd.DataFrame) -> str:
     wide_memory = frame.pivot(index="row", columns="stage", values="peak_rss_mb")[list(STAGES)]
     sizes = frame.drop_duplicates("row").set_index("row")
     order = list(dict.fromkeys(frame["row"]))
-    header = "| row | items | users | ratings | queries | T5 examples | " + " | ".join(STAGES) + " |"
+    header = "| row | items | users | ratings kept | queries | T5 examples | " + " | ".join(STAGES) + " |"
     lines = [header, "| " + " | ".join(["---"] * (6 + len(STAGES))) + " |"]
     for row in order:
         size = sizes.loc[row]
         cells = [f"{wide_time.loc[row, s]:.0f} / {wide_cpu.loc[row, s]:.0f} s, {wide_memory.loc[row, s]:.0f} MB"
                  for s in STAGES]
         lines.append(
-            f"| {row} | {int(size['items']):,} | {int(size['users']):,} | {int(size['raw_ratings']):,} | "
+            f"| {row} | {int(size['items']):,} | {int(size['users']):,} | {int(size['interactions']):,} | "
             f"{int(size['queries']):,} | {int(size['train_examples']):,} | " + " | ".join(cells) + " |"
         )
     return "\n".join(lines)
@@ -335,17 +343,23 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, (ax_time, ax_memory) = plt.subplots(1, 2, figsize=(12, 4.8))
-    for stage, rows in frame.groupby("stage", sort=False):
-        rows = rows.sort_values(ratings_column(stage))
+    for index, (stage, rows) in enumerate(frame.groupby("stage", sort=False)):
+        synthetic = rows["row"].str.contains(" x")
+        base = rows[rows["row"] == rows.loc[synthetic, "row"].str.split(" ").str[0].iloc[0]] if synthetic.any() else rows[:0]
+        column_x = ratings_column(stage)
         for axis, column in ((ax_time, "cpu_seconds"), (ax_memory, "peak_rss_mb")):
-            axis.plot(rows[ratings_column(stage)], rows[column], marker="o", label=stage)
+            # solid: real item slices; dashed: the upscaled slice (its real row, then users repeated)
+            real = rows[~synthetic].sort_values(column_x)
+            repeated = pd.concat([base, rows[synthetic]]).sort_values(column_x)
+            axis.plot(real[column_x], real[column], marker="o", color=f"C{index}", label=stage)
+            axis.plot(repeated[column_x], repeated[column], marker="s", linestyle="--", color=f"C{index}")
     for axis, title in ((ax_time, "CPU time, user + system (s)"), (ax_memory, "peak RSS (MiB)")):
         axis.set_xscale("log")
         axis.set_yscale("log")
         axis.set_xlabel("ratings the stage sees (prepare: the file; others: kept interactions)")
         axis.set_title(title)
         axis.grid(True, which="both", alpha=0.3)
-    ax_time.legend(fontsize=8)
+    ax_time.legend(fontsize=8, title="solid: item slices, dashed: users repeated", title_fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
 

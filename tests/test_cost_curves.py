@@ -41,3 +41,9 @@ def test_rows_at_the_floor_give_a_flat_fit():
                                           (2.0, "quadratic"), (3.0, "worse than quadratic")])
 def test_growth_labels(slope, label):
     assert cost_curves.growth_label(slope) == label
+
+
+def test_a_negative_slope_is_dropped_as_noise():
+    cost = 2.0 + 0.01 * ITEMS * (RATINGS / RATINGS) ** 0 / (RATINGS / 1e4) ** 0.3  # shrinks with ratings
+    fit = cost_curves.fit_power(ITEMS, RATINGS, cost, 2.0)
+    assert fit.b == 0.0 and fit.a > 0
