@@ -21,7 +21,7 @@ every third-party package it loaded in the first row, lazy imports included) is 
 rows and subtracted; the rest is fitted as ``c * items**a * interactions**b`` (least
 squares in log-log, on CPU time) and extrapolated to the paper's scale and to ML-25M.
 
-    python bench/cost_curves.py                         # the full bench, ~20 min on 2 loaded cores
+    python bench/cost_curves.py                         # the full bench: 26 min on 2 cores under load
     python bench/cost_curves.py --items 1000,2500,5000,0 --scales 3,6,12   # + all 9,742 items
     python bench/cost_curves.py --items 500,1000 --scales 2 --out /tmp/cc   # a quick look
 
