@@ -455,3 +455,16 @@ def test_query_centroid_init_gives_similar_codes_similar_embeddings(world):
     embed_sim = np.corrcoef(after[ids[1]].numpy())
     upper = np.triu_indices(len(level1), 1)
     assert np.corrcoef(text_sim[upper], embed_sim[upper])[0, 1] > 0.5
+
+
+def test_examples_digest_hashes_one_example_at_a_time_as_the_joined_text_did():
+    """Checkpoints keyed by the old one-string digest still resume: same bytes, same hash."""
+    import hashlib
+
+    from semid.generator.examples import Example
+    from semid.generator.train import examples_digest
+
+    examples = [Example("search", "search: a film about ducks", 1), Example("rec", "recommend: <sid_1_2>", 7)]
+    joined = "\n".join(f"{e.source}\t{e.target_item}" for e in examples)
+    assert examples_digest(examples) == hashlib.sha256(joined.encode()).hexdigest()[:16]
+    assert examples_digest(examples[::-1]) != examples_digest(examples)

@@ -123,7 +123,7 @@ def pad_rows(rows: Sequence[dict[str, Any]], pad_id: int):
     )
     for i, row in enumerate(rows):
         n = len(row["input_ids"])
-        input_ids[i, :n] = torch.tensor(row["input_ids"])
+        input_ids[i, :n] = torch.as_tensor(row["input_ids"], dtype=torch.long)
         attention_mask[i, :n] = 1
         if text_states is not None and row.get("text_states") is not None:
             text_states[i, :n] = torch.from_numpy(row["text_states"].astype(np.float32))
