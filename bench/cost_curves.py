@@ -32,7 +32,6 @@ does not grow with the data. No asserts: the bench prints figures.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -48,9 +47,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from semid.config import deep_merge
+from semid.paper_dry_run import copy_project
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RELEASE = "ml-latest-small"
-PROJECT_FILES = ("src", "params.yaml", "dvc.yaml", "profiles", "pyproject.toml")
 STAGES = ("prepare_movielens", "gen_queries", "train_embedder", "quantize", "train_t5", "evaluate")
 GIB = 1024.0
 
@@ -152,21 +153,9 @@ def run_measured(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> t
 
 
 def make_project(folder: Path, params: dict) -> Path:
-    folder.mkdir(parents=True)
-    for name in PROJECT_FILES:
-        source = REPO_ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, folder / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy2(source, folder / name)
+    copy_project(REPO_ROOT, folder)
     path = folder / "params.yaml"
-    merged = yaml.safe_load(path.read_text())
-    for section, values in params.items():
-        if isinstance(values, dict):
-            merged.setdefault(section, {}).update(values)
-        else:
-            merged[section] = values
-    path.write_text(yaml.safe_dump(merged, sort_keys=False))
+    path.write_text(yaml.safe_dump(deep_merge(yaml.safe_load(path.read_text()), params), sort_keys=False))
     return folder
 
 

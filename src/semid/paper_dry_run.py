@@ -63,15 +63,21 @@ def scratch_env(repo: Path) -> dict[str, str]:
     return env
 
 
-def make_scratch_repo(project: Path, repo: Path) -> Path:
-    """A fresh git + DVC repo at ``repo`` holding a copy of ``project``'s code and pipeline."""
-    repo.mkdir(parents=True)
+def copy_project(project: Path, into: Path) -> Path:
+    """A new folder ``into`` with a copy of ``project``'s code, params and pipeline (no data)."""
+    into.mkdir(parents=True)
     for name in PROJECT_FILES:
         source = project / name
         if source.is_dir():
-            shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            shutil.copytree(source, into / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         elif source.exists():
-            shutil.copy2(source, repo / name)
+            shutil.copy2(source, into / name)
+    return into
+
+
+def make_scratch_repo(project: Path, repo: Path) -> Path:
+    """A fresh git + DVC repo at ``repo`` holding a copy of ``project``'s code and pipeline."""
+    copy_project(project, repo)
     env = scratch_env(repo)
     _run(["git", "init", "-q"], repo, env)
     _run([sys.executable, "-m", "dvc", "init", "-q"], repo, env)
