@@ -9,11 +9,9 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 import yaml
 from conftest import PROJECT_FILES, REPO_ROOT, TINY, dvc, run, set_params, stage_env
@@ -194,36 +192,20 @@ def test_two_runs_from_scratch_on_other_thread_counts_give_the_same_bits(project
     _assert_same_results(repo, reference_pipeline)
 
 
-def _kill_when(repo: Path, stage: str, ready, after_seconds: float) -> bool:
-    """Start `dvc repro <stage>`, kill -9 its whole process group ``after_seconds`` after
-    ``ready(repo)`` holds; False when the stage finished first."""
-    process = subprocess.Popen([sys.executable, "-m", "dvc", "repro", stage], cwd=repo, env=stage_env(repo),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 600
-    while not ready(repo, process.pid) and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(after_seconds)
-    if process.poll() is not None:
-        return False
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    return True
+FAILPOINT_DIR = Path(__file__).parent / "failpoint"
 
 
-def _running(stage_module: str):
-    """True once a process runs ``python -m semid.stages.<stage_module>`` (the stage body, not DVC)."""
-    def ready(_repo: Path, pid: int) -> bool:
-        try:
-            children = psutil.Process(pid).children(recursive=True)
-            return any(f"semid.stages.{stage_module}" in child.cmdline() for child in children)
-        except psutil.Error:  # a child ended while we looked
-            return False
-
-    return ready
-
-
-def _checkpoint_saved(repo: Path, _pid: int) -> bool:
-    return any((repo / "models/generator/checkpoints").glob("checkpoint-*/trainer_state.json"))
+def _kill_at(repo: Path, stage: str, point: str) -> bool:
+    """`dvc repro <stage>`, SIGKILLed with its process group at ``point`` inside the stage
+    (see tests/failpoint/sitecustomize.py); False when the stage ended without reaching it."""
+    mark = repo.parent / f"{repo.name}.killed"
+    mark.unlink(missing_ok=True)
+    env = stage_env(repo)
+    env["PYTHONPATH"] = f"{env['PYTHONPATH']}{os.pathsep}{FAILPOINT_DIR}"
+    env.update(SEMID_FAILPOINT=point, SEMID_FAILPOINT_STAGE=stage, SEMID_FAILPOINT_MARK=str(mark))
+    process = subprocess.run([sys.executable, "-m", "dvc", "repro", stage], cwd=repo, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, timeout=900)
+    return mark.exists() and process.returncode == -signal.SIGKILL
 
 
 @pytest.mark.slow
@@ -232,17 +214,15 @@ def test_killed_anywhere_a_rerun_gives_the_uninterrupted_results(project_copy, r
     `dvc repro`: the outputs are those of the run nobody interrupted."""
     repo = _pipeline_repo(project_copy, tmp_path / "killed")
     kill_points = {
-        "prepare_movielens while reading": ("prepare_movielens", _running("prepare_movielens"), 2.0),
-        "gen_queries while writing": ("gen_queries", _running("gen_queries"), 2.5),
-        "quantize while fitting": ("quantize", _running("quantize"), 3.0),
-        "train_t5 while encoding texts": ("train_t5", _running("train_t5"), 4.0),
-        "train_t5 after a checkpoint": ("train_t5", _checkpoint_saved, 0.0),
-        "evaluate while decoding": ("evaluate", _running("evaluate"), 6.0),
+        "prepare_movielens between its two output files": ("prepare_movielens", "pandas.core.frame:DataFrame.to_parquet:2:before"),
+        "gen_queries between its query splits": ("gen_queries", "pandas.core.frame:DataFrame.to_parquet:2:before"),
+        "quantize fitted, nothing written": ("quantize", "semid.quantize.rqkmeans:RQKMeansQuantizer.fit:1:after"),
+        "train_t5 while encoding texts": ("train_t5", "semid.generator.text_encoder:FrozenTextEncoder.encode:2:before"),
+        "train_t5 after a checkpoint": ("train_t5", "transformers.trainer:Trainer._save_checkpoint:1:after"),
+        "evaluate while decoding": ("evaluate", "semid.generator.decode:generate_items:2:before"),
     }
-    killed = [name for name, (stage, ready, after) in kill_points.items() if _kill_when(repo, stage, ready, after)]
-    print(f"killed: {killed}")
-    assert len(killed) >= 4, f"only {killed} were killed before they finished"
+    missed = [name for name, (stage, point) in kill_points.items() if not _kill_at(repo, stage, point)]
+    assert not missed, f"these stages ended without reaching their kill point: {missed}"
     _repro(repo, "2")
     _assert_same_results(repo, reference_pipeline)
-    if "train_t5 after a checkpoint" in killed:
-        assert read_json(repo / "metrics" / "train_t5.json")["resumed"] == 1
+    assert read_json(repo / "metrics" / "train_t5.json")["resumed"] == 1
