@@ -19,7 +19,8 @@ help:
 	@echo "make dag         the pipeline graph"
 	@echo "make clean       remove pipeline outputs (keeps .venv and the DVC cache)"
 	@echo "make params      rewrite params.yaml from the defaults in src/semid/config.py"
-	@echo "make grid        queue the embedding x quantizer grid (EMBEDDINGS=, QUANTIZERS=, N= workers), run it"
+	@echo "make grid        the paper's grid in main, SEEDS= (1 2 3), each finished point committed; resumes"
+	@echo "make grid-queue  every embedding x quantizer as queued DVC experiments (EMBEDDINGS=, QUANTIZERS=, N= workers)"
 	@echo "                 SHARD=i/n: machine i of n runs its share, pushes it to GIT_REMOTE (origin)"
 	@echo "make pull-grid   dvc exp pull every experiment of this commit from GIT_REMOTE (and their outputs)"
 	@echo "make results     results/table.md + plots from every experiment"
@@ -68,12 +69,13 @@ clean: venv
 	rm -rf $$($(BIN)/python -m semid.artifacts)
 
 # ---- experiments: the grid, results, the RQ-VAE report, remote artifacts, paper dry run ----
-# make grid EMBEDDINGS="content multitask" QUANTIZERS="rqkmeans rqvae" N=2
+# make grid SEEDS="1 2 3" EMBEDDINGS="content multitask" QUANTIZERS="rqkmeans rqvae": the paper's points among these
+SEEDS ?= 1 2 3
 EMBEDDINGS ?= content search rec multitask concat svd separate prefix_share
 QUANTIZERS ?= rqkmeans rqvae rqvae_naive dictlearn rlfq
 N ?= 1
 GRID_ARGS ?=
-# make grid SHARD=2/3: this machine's share of the grid, pushed to GIT_REMOTE (outputs: default DVC remote)
+# make grid-queue SHARD=2/3: this machine's share of the queued grid, pushed to GIT_REMOTE (outputs: default DVC remote)
 SHARD ?=
 GIT_REMOTE ?= origin
 REPORT_ARGS ?=
@@ -81,9 +83,14 @@ DRY_RUN_ARGS ?=
 # A DVC remote in a folder outside the repo; S3/GCS examples in README "Remote artifacts".
 REMOTE ?= $(abspath ../semid-dvc-remote)
 
-.PHONY: grid pull-grid results report remote paper-dry-run
+.PHONY: grid grid-queue pull-grid results report remote paper-dry-run
 
+# The paper's grid in main (grid/dvc.yaml): each finished point x seed is committed; reruns resume.
 grid: venv .dvc/config
+	$(BIN)/python -m semid.paper_grid --seeds "$(SEEDS)" --embeddings "$(EMBEDDINGS)" --quantizers "$(QUANTIZERS)" $(GRID_ARGS)
+
+# Every embedding x quantizer as queued DVC experiments (N= workers; SHARD=i/n across machines).
+grid-queue: venv .dvc/config
 	$(BIN)/python -m semid.grid --embeddings "$(EMBEDDINGS)" --quantizers "$(QUANTIZERS)" -j $(N) \
 		$(if $(SHARD),--shard "$(SHARD)" --push "$(GIT_REMOTE)") $(GRID_ARGS)
 

@@ -91,8 +91,8 @@ def evaluated(ml_small_raw, tmp_path_factory):
     embeddings = write_embeddings(
         folder / "embeddings", items["item_id"].to_numpy(), vectors, with_query_encoder=True
     )
-    config = EvaluateConfig(search_queries=40, batch_size=16)
-    result = evaluate_all(generator, items, interactions, queries, embeddings, config, seed=0)
+    config = EvaluateConfig(search_queries=40, batch_size=16, sample_seed=0)
+    result = evaluate_all(generator, items, interactions, queries, embeddings, config)
     return result, items, interactions, queries
 
 

@@ -8,7 +8,7 @@ IDs), generator (model), evaluate (predictions).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -42,12 +42,51 @@ SEARCH_METRICS = Artifact("metrics/search.json", "evaluate", "metrics", cached=F
 REC_METRICS = Artifact("metrics/rec.json", "evaluate", "metrics", cached=False)
 BASELINE_METRICS = Artifact("metrics/baselines.json", "evaluate", "metrics", cached=False)
 ID_CEILING_METRICS = Artifact("metrics/id_ceiling.json", "evaluate", "metrics", cached=False)
+# The generator's rank of each test query's and user's target, small enough for git: what the
+# paired tests of `make results` compare (predictions/ holds the same ranks, but in the DVC cache).
+HIT_RANKS = Artifact("metrics/hit_ranks.csv", "evaluate", cached=False)
 
 ARTIFACTS: tuple[Artifact, ...] = tuple(value for value in dict(globals()).values() if isinstance(value, Artifact))
 
 # Working folders outside the DVC outputs: they survive reruns on purpose.
 RAW_CACHE = Path("data/raw")  # downloaded MovieLens zips
 EMBEDDER_CHECKPOINTS = Path("models/embedder_checkpoints")  # fine-tune checkpoints, removed on success
+
+
+# The grid (grid/dvc.yaml): each embedding x seed and each point x seed writes into a folder of its
+# own, with the layout above inside it; the data stages' outputs are the default pipeline's.
+GRID_RUNS = Path("grid/runs")
+
+
+def grid_run_name(embedding: str, quantizer: str, seed: int | str) -> str:
+    return f"{embedding}-{quantizer}-s{seed}"
+
+
+def grid_embedding_name(embedding: str, seed: int | str) -> str:
+    return f"{embedding}-s{seed}"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a run's artifacts live: each stage's under its root (the project root when unnamed)."""
+
+    roots: dict[str, Path] = field(default_factory=dict)
+
+    def root(self, stage: str) -> Path:
+        return self.roots.get(stage, Path("."))
+
+    def at(self, artifact: Artifact) -> Path:
+        return artifact.at(self.root(artifact.stage))
+
+
+DEFAULT_LAYOUT = Layout()
+
+
+def grid_layout(embedding: str, quantizer: str, seed: int | str) -> Layout:
+    """One grid point's folders: the embeddings are shared by every quantizer of an embedding and seed."""
+    embedded = GRID_RUNS / "embed" / grid_embedding_name(embedding, seed)
+    point = GRID_RUNS / grid_run_name(embedding, quantizer, seed)
+    return Layout({"train_embedder": embedded, "quantize": point, "train_t5": point, "evaluate": point})
 
 
 def written_by(stage: str) -> tuple[Artifact, ...]:

@@ -63,7 +63,7 @@ def relaunch(module: str, processes: int) -> bool:
         return False
     _check_devices(processes)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-               "-m", module]
+               "-m", module, *sys.argv[1:]]
     print(f"{module}: {processes} processes: python {' '.join(command[1:])}", file=sys.stderr, flush=True)
     sys.exit(subprocess.run(command).returncode)
 

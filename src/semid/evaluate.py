@@ -360,6 +360,19 @@ def id_ceiling(dense: DenseRetriever | None, table, sets: HeldOutSets, k: int) -
     return out
 
 
+def hit_ranks_table(result: EvaluationResult) -> pd.DataFrame:
+    """The generator's rank of every test unit's target (empty: not in the top k), one row per
+    search query and rec user: what paired tests between grid points pair on."""
+    search, rec = result.search_predictions, result.rec_predictions
+    return pd.concat(
+        [
+            pd.DataFrame({"task": "search", "unit": search["query_id"].astype(str), "hit_rank": search["hit_rank"], "segment": ""}),
+            pd.DataFrame({"task": "rec", "unit": rec["user_id"].astype(str), "hit_rank": rec["hit_rank"], "segment": rec["segment"]}),
+        ],
+        ignore_index=True,
+    )
+
+
 # The baseline whose hit rank sits beside the generator's in predictions/<task>.parquet.
 PREDICTION_BASELINE = {"search": "bm25", "rec": "popularity"}
 
@@ -371,7 +384,6 @@ def evaluate_all(
     test_queries: pd.DataFrame,
     embeddings_dir: Path | None,
     config,
-    seed: int,
 ) -> EvaluationResult:
     """Generator (search + rec) and baselines on the same test sets; metrics and per-example predictions."""
     # Deferred: semid.generator imports torch + transformers (~6.7 s measured), which serve's dense index never needs.
@@ -381,7 +393,7 @@ def evaluate_all(
     rec_set = rec_test_set(interactions, generator.history_length)
     head = head_items(interactions, item_ids, config.head_fraction)
     sets = HeldOutSets(
-        search=search_test_set(test_queries, item_ids, config.search_queries, seed),
+        search=search_test_set(test_queries, item_ids, config.search_queries, config.sample_seed),
         rec=rec_set,
         rec_segments=["head" if t in head else "torso" for t in rec_set["target_item"]],
     )

@@ -6,6 +6,7 @@ from semid.artifacts import (
     BASELINE_METRICS,
     EMBEDDINGS,
     GENERATOR,
+    HIT_RANKS,
     ID_CEILING_METRICS,
     IDS,
     PREDICTIONS,
@@ -14,15 +15,14 @@ from semid.artifacts import (
     REC_METRICS,
     SEARCH_METRICS,
 )
-from semid.config import load_params
 from semid.data import load_interactions, load_items
 from semid.embed import load_embedding_meta
-from semid.evaluate import evaluate_all
+from semid.evaluate import evaluate_all, hit_ranks_table
 from semid.generator import MODEL_DIR, load_generator, load_id_table, configure_torch
 from semid.ids import load_ids_meta
-from semid.io import atomic_dir, write_json_set
+from semid.io import atomic_dir, atomic_path, write_json_set
 from semid.queries import load_queries
-from semid.stages.common import stage_main
+from semid.stages.common import stage_main, stage_setup
 from semid.tracking import stage_run
 
 METRICS = {
@@ -35,30 +35,31 @@ METRICS = {
 
 @stage_main
 def main() -> None:
-    params = load_params()
+    params, layout = stage_setup()
     config = params.evaluate
     configure_torch(params.base.threads)
     with stage_run("evaluate", params, keys=["base", "evaluate"]) as run:
-        items, interactions = load_items(PREPARED.at()), load_interactions(PREPARED.at())
-        table = load_id_table(IDS.at(), items["item_id"])
-        generator = load_generator(GENERATOR.at() / MODEL_DIR, table)
+        items, interactions = load_items(layout.at(PREPARED)), load_interactions(layout.at(PREPARED))
+        table = load_id_table(layout.at(IDS), items["item_id"])
+        generator = load_generator(layout.at(GENERATOR) / MODEL_DIR, table)
         result = evaluate_all(
             generator,
             items,
             interactions,
-            load_queries(QUERIES.at(), "test"),
-            EMBEDDINGS.at(),
+            load_queries(layout.at(QUERIES), "test"),
+            layout.at(EMBEDDINGS),
             config,
-            params.base.seed,
         )
-        with atomic_dir(PREDICTIONS.at()) as tmp:
+        with atomic_dir(layout.at(PREDICTIONS)) as tmp:
             result.search_predictions.to_parquet(tmp / "search.parquet", index=False)
             result.rec_predictions.to_parquet(tmp / "rec.parquet", index=False)
+        with atomic_path(layout.at(HIT_RANKS)) as tmp:
+            hit_ranks_table(result).to_csv(tmp, index=False)
         # Which IDs and embeddings these numbers belong to: an experiment that reran only part of
         # the pipeline keeps older metrics files, and `make results` must not credit them to it.
         provenance = {
-            "embedding": load_embedding_meta(EMBEDDINGS.at())["method"],
-            "quantizer": load_ids_meta(IDS.at())["quantizer"],
+            "embedding": load_embedding_meta(layout.at(EMBEDDINGS))["method"],
+            "quantizer": load_ids_meta(layout.at(IDS))["quantizer"],
         }
         sets = {
             "search": result.search,
@@ -66,7 +67,7 @@ def main() -> None:
             "baselines": result.baselines,
             "id_ceiling": result.id_ceiling,
         }
-        write_json_set({METRICS[name].at(): {**metrics, **provenance} for name, metrics in sets.items()})
+        write_json_set({layout.at(METRICS[name]): {**metrics, **provenance} for name, metrics in sets.items()})
         for name, metrics in sets.items():
             run.log_metrics({f"{name}.{key}": value for key, value in metrics.items()})
     search, rec, base = result.search, result.rec, result.baselines

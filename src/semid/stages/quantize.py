@@ -3,34 +3,34 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from semid.artifacts import EMBEDDINGS, IDS, IDS_METRICS, QUANTIZE_CURVE
-from semid.config import load_params
 from semid.embed import load_embedding_meta, load_item_embeddings
 from semid.ids import build_id_table, codebook_sizes, diagnostics, write_semantic_ids
 from semid.io import atomic_path, write_json
 from semid.quantize import QuantizeError, check_embeddings, make_quantizer
 from semid.quantize.prefix_share import SpaceCodes, fit_prefix_share
 from semid.seeding import pin_threads
-from semid.stages.common import stage_main
+from semid.stages.common import stage_main, stage_setup
 from semid.tracking import stage_run
 
 
 @stage_main
 def main() -> None:
-    params = load_params()
+    params, layout = stage_setup()
     pin_threads(params.base.threads)
     config = params.quantize
     name = params.quantizer
-    item_ids, spaces = load_item_embeddings(EMBEDDINGS.at())
-    shared_levels = int(load_embedding_meta(EMBEDDINGS.at()).get("shared_levels", 0))
+    item_ids, spaces = load_item_embeddings(layout.at(EMBEDDINGS))
+    shared_levels = int(load_embedding_meta(layout.at(EMBEDDINGS)).get("shared_levels", 0))
     # Check every space before fitting any (and before a tracking run opens): a bad input writes nothing.
     spaces = {space: check_embeddings(x, config.codebook_size, f"{space} embeddings") for space, x in spaces.items()}
     if any(len(x) != len(item_ids) for x in spaces.values()):
-        raise QuantizeError(f"{EMBEDDINGS.at()}: embedding rows do not match {len(item_ids)} item ids")
+        raise QuantizeError(f"{layout.at(EMBEDDINGS)}: embedding rows do not match {len(item_ids)} item ids")
     if shared_levels and config.levels < 2:
         raise QuantizeError(
             f"quantize.levels={config.levels}: embedding={params.embedding} shares the first level between "
@@ -68,9 +68,9 @@ def main() -> None:
             "dedup": config.dedup,
             "shared_levels": shared_levels,
         }
-        write_semantic_ids(IDS.at(), tables, meta)
-        write_json(IDS_METRICS.at(), metrics)
-        write_curve(curves)
+        write_semantic_ids(layout.at(IDS), tables, meta)
+        write_json(layout.at(IDS_METRICS), metrics)
+        write_curve(curves, layout.at(QUANTIZE_CURVE))
         run.log_metrics({k: float(v) for k, v in metrics.items()})
 
 
@@ -87,11 +87,11 @@ def fit_each(spaces: dict[str, np.ndarray], levels: int, build) -> dict[str, Spa
     return fitted
 
 
-def write_curve(rows: list[dict]) -> None:
+def write_curve(rows: list[dict], path: Path) -> None:
     """Training curves of the learned quantizers; one placeholder row for the others, since a DVC
     plot needs at least one."""
     frame = pd.DataFrame(rows) if rows else pd.DataFrame([{"space": "none", "step": 0, "loss": np.nan}])
-    with atomic_path(QUANTIZE_CURVE.at()) as tmp:
+    with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
 
 

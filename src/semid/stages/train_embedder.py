@@ -10,7 +10,7 @@ import time
 import pandas as pd
 
 from semid.artifacts import EMBEDDER_CHECKPOINTS, EMBEDDINGS, EMBED_METRICS, PREPARED, QUERIES
-from semid.config import check_item_count, load_params
+from semid.config import check_item_count
 from semid.data import load_interactions, load_items
 from semid.distributed import is_main_process, relaunch
 from semid.embed import EmbeddingInputs, dense_ceilings, embed_items, write_embeddings
@@ -18,7 +18,7 @@ from semid.io import write_json
 from semid.queries import load_queries
 from semid.seeding import pin_threads
 from semid.stages.code_deps import code_digest
-from semid.stages.common import stage_main
+from semid.stages.common import stage_main, stage_setup
 from semid.tracking import stage_run
 
 
@@ -33,14 +33,14 @@ def run_fingerprint(params, *frames: pd.DataFrame) -> str:
 
 @stage_main
 def main() -> None:
-    params = load_params()
+    params, layout = stage_setup()
     pin_threads(params.base.threads)
     config = params.embed
-    items = load_items(PREPARED.at())
+    items = load_items(layout.at(PREPARED))
     check_item_count(params, len(items))  # embed.eval_k, quantize.codebook_size: before any fine-tune
     relaunch("semid.stages.train_embedder", config.processes)  # embed.processes > 1: under torchrun
-    interactions = load_interactions(PREPARED.at())
-    train_queries = load_queries(QUERIES.at(), "train")
+    interactions = load_interactions(layout.at(PREPARED))
+    train_queries = load_queries(layout.at(QUERIES), "train")
     fingerprint = run_fingerprint(params, items[["item_id", "item_text"]], interactions, train_queries)
     inputs = EmbeddingInputs(
         items=items,
@@ -50,7 +50,7 @@ def main() -> None:
         seed=params.base.seed,
         # Checkpoints of another setup must never be resumed: the folder is keyed by a hash of
         # everything the fine-tune reads; it is removed once the stage succeeds.
-        work_dir=EMBEDDER_CHECKPOINTS / f"{params.embedding}-{fingerprint}",
+        work_dir=layout.root("train_embedder") / EMBEDDER_CHECKPOINTS / f"{params.embedding}-{fingerprint}",
     )
     with stage_run("train_embedder", params, keys=["base", "embedding", "embed"]) as run:
         start = time.perf_counter()
@@ -63,10 +63,10 @@ def main() -> None:
             "seconds": seconds,
             **{f"dim_{space}": int(v.shape[1]) for space, v in result.spaces.items()},
             **result.info,
-            **dense_ceilings(result, items, interactions, load_queries(QUERIES.at(), "valid"), config, params.base.seed),
+            **dense_ceilings(result, items, interactions, load_queries(layout.at(QUERIES), "valid"), config, params.base.seed),
         }
-        write_embeddings(result, items, params.embedding, config.model, EMBEDDINGS.at())
-        write_json(EMBED_METRICS.at(), metrics)
+        write_embeddings(result, items, params.embedding, config.model, layout.at(EMBEDDINGS))
+        write_json(layout.at(EMBED_METRICS), metrics)
         run.log_metrics(metrics)
     # Only now: a tracking error above keeps the checkpoints, so the rerun resumes, not re-fine-tunes.
     shutil.rmtree(inputs.work_dir, ignore_errors=True)
