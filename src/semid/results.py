@@ -1,20 +1,23 @@
-"""Every experiment side by side: results/table.md, results/tradeoff.png, results/quantizers.png.
+"""The paper's two tables from the grid committed in main: results/table.md, results/tradeoff.png,
+results/quantizers.png.
 
-``make results`` (``python -m semid.results``) reads ``dvc exp show --json -A`` through
-semid.experiments (every experiment of every commit DVC lists, plus the workspace, each with its
-params as the stages see them) and lays out the paper's two tables: embedding methods (with
-RQ-KMeans IDs) and quantizers on one embedding, with the paper's numbers beside ours.
-The paper's numbers come from another setup (ML-25M, Gemini queries, flan-t5-base) and are
-labelled so; they show the direction of effects, not a target to match.
+``make results`` (``python -m semid.results``) reads every finished run under ``grid/runs/``
+(semid.grid_results), summarizes each point over its seeds (mean ± sd, 95% interval), runs the paired
+tests of the table and decides the paper's three findings (semid.findings), with the prose from
+semid/templates/results_findings.md. A fresh clone of main gives the same grid sections. The paper's
+numbers come from another setup (ML-25M, Gemini queries, flan-t5-base) and are labelled so; they show
+the direction of effects, not a target to match.
 
-Per grid point the newest experiment wins; the workspace fills points no experiment covers.
-Runs whose data or other settings differ are kept apart by the "data" column.
+The last section lists one-off ``dvc exp run`` experiments (``dvc exp show -A`` through
+semid.experiments): they are machine-local and one seed each, so they stay out of the tests.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -23,10 +26,18 @@ import numpy as np
 import yaml
 
 from semid.config import EMBEDDING_METHODS, QUANTIZERS, workspace_root
-from semid.experiments import Experiment, parse_show, show
+from semid.experiments import Experiment, ExperimentError, parse_show, show
+from semid.findings import (
+    DEGENERATE_RQVAE, QUANTIZER_BLOCKS, REFERENCE_QUANTIZER, SINGLE_TASK_REFERENCE, Finding, comparison_family, decide,
+    lowest_search_quantizer,
+)
+from semid.grid_results import COLUMN_LABELS, COLUMNS, Comparison, Grid, load_grid, summarize_point
 from semid.io import atomic_path
+from semid.paper_grid import DEFAULT_SEEDS, paper_points
+from semid.significance import ALPHA, PointSummary
 
 PAPER_COLUMNS = {"embeddings": ["search", "rec", "rec_head", "rec_torso"], "quantizers": ["search", "rec"]}
+TEMPLATE = "results_findings.md"
 
 
 def load_paper_results() -> dict:
@@ -70,7 +81,6 @@ METHOD_LABELS = {
     "dictlearn": "MiniBatchDictionaryLearning",
     "rlfq": "ResidualLFQ",
 }
-REFERENCE_QUANTIZER = "rqkmeans"  # the quantizer of the paper's embedding table
 
 
 def _point_key(result: Experiment) -> tuple[str, str, str]:
@@ -78,8 +88,8 @@ def _point_key(result: Experiment) -> tuple[str, str, str]:
 
 
 def best_per_point(results: Iterable[Experiment]) -> dict[tuple[str, str, str], Experiment]:
-    """One finished result per (data, embedding, quantizer): the newest experiment or commit; the
-    workspace only where nothing else covers the point."""
+    """One finished one-off result per (data, embedding, quantizer): the newest experiment or commit;
+    the workspace only where nothing else covers the point."""
     chosen: dict[tuple[str, str, str], Experiment] = {}
     for result in results:
         if not result.finished:
@@ -93,98 +103,190 @@ def best_per_point(results: Iterable[Experiment]) -> dict[tuple[str, str, str], 
     return chosen
 
 
+@functools.cache
+def _snippets():
+    # Deferred: semid.report's package imports this module (the paper's numbers), so a top-level
+    # import of its template mechanism would be circular.
+    from semid.report.template import parse_snippets
+
+    return parse_snippets(resources.files("semid").joinpath("templates", TEMPLATE).read_text(encoding="utf-8"))
+
+
+def say(name: str, **fields) -> str:
+    """The snippet ``name`` of semid/templates/results_findings.md with its placeholders filled."""
+    return _snippets()[name].substitute(fields)
+
+
 def _fmt(value: float | None, digits: int = 3) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
-def _data_groups(points: dict[tuple[str, str, str], Experiment]) -> list[str]:
-    counts: dict[str, int] = {}
-    for data, _, _ in points:
-        counts[data] = counts.get(data, 0) + 1
-    return sorted(counts, key=lambda d: -counts[d])
+def _p(value: float) -> str:
+    return f"{value:.3g}"
 
 
-def quantizer_table_embedding(points: dict[tuple[str, str, str], Experiment], data: str) -> str | None:
-    """The embedding with the most quantizers finished (the paper's multi-task one wins ties)."""
-    counts: dict[str, int] = {}
-    for d, embedding, _ in points:
-        if d == data:
-            counts[embedding] = counts.get(embedding, 0) + 1
-    if not counts:
-        return None
-    return max(counts, key=lambda e: (counts[e], e == PAPER_QUANTIZER_EMBEDDING, e == "content"))
+def _name(point: tuple[str, str]) -> str:
+    return "/".join(point)
 
 
-def _ids_metric(result: Experiment, key: str) -> float | None:
+def _cell(summary: PointSummary | None, mark: str) -> str:
+    """mean ± sd over seeds [95% interval] and the test's mark; "—" for a point not run."""
+    if summary is None:
+        return "—"
+    spread = f" ± {summary.sd_over_seeds:.3f}" if summary.seeds > 1 else ""
+    return f"{summary.mean:.3f}{spread} [{_fmt(summary.ci_low)}, {_fmt(summary.ci_high)}]{mark}"
+
+
+Tests = dict[tuple[tuple[str, str], tuple[str, str], str], Comparison]
+
+
+def _mark(tests: Tests, row: tuple[str, str], reference: tuple[str, str], column: str) -> str:
+    if row == reference:
+        return " ref"
+    test = tests.get((row, reference, column))
+    if test is None or test.direction == 0:
+        return ""
+    return " ▲" if test.direction > 0 else " ▼"
+
+
+def _seeds(runs: dict, grid: Grid) -> str:
+    return f"{len(runs)} of {len(grid.seeds)}" if runs else "not run yet"
+
+
+def _mean_over_seeds(runs: dict, value) -> float | None:
+    """Mean of ``value(run)`` over the point's seeds; None where a seed lacks it."""
+    values = [value(run) for run in runs.values()]
+    return None if not values or any(v is None for v in values) else sum(values) / len(values)
+
+
+def _ids_metric(run, key: str) -> float | None:
     """An ids.json diagnostic; for `separate` (one table per space) the mean of both spaces."""
-    direct = result.metric("ids", key)
+    direct = run.metric("ids", key)
     if direct is not None:
         return direct
-    values = [v for v in (result.metric("ids", f"{s}_{key}") for s in ("search", "rec")) if v is not None]
+    values = [v for v in (run.metric("ids", f"{s}_{key}") for s in ("search", "rec")) if v is not None]
     return sum(values) / len(values) if values else None
 
 
-def _point_cells(ours: "Experiment | None", values) -> list[str]:
-    """Four formatted metric cells and the experiment's name, or dashes and "not run"."""
-    if ours is None:
-        return ["—"] * 4 + ["not run"]
-    return [*map(_fmt, values(ours)), f"`{ours.name}`"]
-
-
-def embedding_table(points: dict, data: str) -> list[str]:
-    lines = [
-        f"#### Embedding methods ({METHOD_LABELS[REFERENCE_QUANTIZER]} IDs), Recall@30 — ours on {data}",
-        "",
-        "| embedding | search | rec | rec head | rec torso | experiment "
-        f"| search ({PAPER_LABEL}) | rec (paper) | rec head (paper) | rec torso (paper) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    # The paper spells our prefix_share "prefix-share": one row for both.
-    methods = [*EMBEDDING_METHODS, *[m for m in PAPER_EMBEDDINGS if m.replace("-", "_") not in EMBEDDING_METHODS]]
-    for method in methods:
-        ours = points.get((data, method, REFERENCE_QUANTIZER))
-        paper = PAPER_EMBEDDINGS.get(method.replace("_", "-"), PAPER_EMBEDDINGS.get(method, (None,) * 4))
-        if ours is None and all(v is None for v in paper):
-            continue
-        cells = _point_cells(ours, lambda r: [r.metric("search", "recall_at_30"), r.metric("rec", "recall_at_30"),
-                                              r.metric("rec", "recall_at_30_head"),
-                                              r.metric("rec", "recall_at_30_torso")])
-        if method == "prefix-share" and ours is None:
-            cells[-1] = "not in semid's grid"
-        lines.append(f"| {METHOD_LABELS[method]} | " + " | ".join([*cells, *map(_fmt, paper)]) + " |")
+def embedding_table(grid: Grid, tests: Tests) -> list[str]:
+    columns = [COLUMN_LABELS[c] for c in COLUMNS]
+    lines = [say("embedding_table"), "",
+             "| embedding | " + " | ".join(columns) + " | seeds | " + " | ".join(f"{c} (paper)" for c in columns) + " |",
+             "| --- " * (2 + 2 * len(columns)) + "|"]
+    for method in EMBEDDING_METHODS:
+        runs = grid.runs(method, REFERENCE_QUANTIZER)
+        cells = [
+            _cell(summarize_point(runs, column),
+                  _mark(tests, (method, REFERENCE_QUANTIZER), (SINGLE_TASK_REFERENCE[column], REFERENCE_QUANTIZER), column))
+            for column in COLUMNS
+        ]
+        paper = PAPER_EMBEDDINGS.get(method.replace("_", "-"), (None,) * len(COLUMNS))
+        lines.append(f"| {METHOD_LABELS[method]} | " + " | ".join([*cells, _seeds(runs, grid), *map(_fmt, paper)]) + " |")
     return lines
 
 
-def quantizer_table(points: dict, data: str) -> list[str]:
-    embedding = quantizer_table_embedding(points, data)
-    if embedding is None:
-        return []
-    note = "" if embedding == PAPER_QUANTIZER_EMBEDDING else f" (the paper's are on {METHOD_LABELS[PAPER_QUANTIZER_EMBEDDING]})"
-    lines = [
-        f"#### Quantizers on {METHOD_LABELS[embedding]} embeddings, Recall@30 — ours on {data}{note}",
-        "",
-        "| quantizer | search | rec | collisions | usage L1 | experiment | search (paper) | rec (paper) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
+def quantizer_table(grid: Grid, tests: Tests, embedding: str) -> list[str]:
+    with_paper = embedding == PAPER_QUANTIZER_EMBEDDING
+    paper_note = "" if with_paper else f" The paper's quantizer table is on {METHOD_LABELS[PAPER_QUANTIZER_EMBEDDING]} embeddings only."
+    header = "| quantizer | search | rec | seeds | collisions | usage L1 |" + (" search (paper) | rec (paper) |" if with_paper else "")
+    lines = [say("quantizer_table", embedding=METHOD_LABELS[embedding], paper_note=paper_note), "", header,
+             "| --- " * header.count("|") + "|"][:4]
+    lines[-1] = "|" + " --- |" * (header.count("|") - 1)
+    reference = (embedding, REFERENCE_QUANTIZER)
     for quantizer in QUANTIZERS:
-        ours = points.get((data, embedding, quantizer))
-        paper = PAPER_QUANTIZERS.get(quantizer, (None, None))
-        if ours is None and paper == (None, None):
-            continue
-        cells = _point_cells(ours, lambda r: [r.metric("search", "recall_at_30"), r.metric("rec", "recall_at_30"),
-                                              _ids_metric(r, "collision_rate"), _ids_metric(r, "codebook_usage_level_1")])
-        lines.append(f"| {METHOD_LABELS[quantizer]} | " + " | ".join([*cells, *map(_fmt, paper)]) + " |")
+        runs = grid.runs(embedding, quantizer)
+        cells = [_cell(summarize_point(runs, c), _mark(tests, (embedding, quantizer), reference, c)) for c in ("search", "rec")]
+        cells += [_seeds(runs, grid), _fmt(_mean_over_seeds(runs, lambda r: _ids_metric(r, "collision_rate"))),
+                  _fmt(_mean_over_seeds(runs, lambda r: _ids_metric(r, "codebook_usage_level_1")))]
+        if with_paper:
+            cells += map(_fmt, PAPER_QUANTIZERS.get(quantizer, (None, None)))
+        lines.append(f"| {METHOD_LABELS[quantizer]} | " + " | ".join(cells) + " |")
     return lines
 
 
-def all_points_table(points: dict) -> list[str]:
-    lines = [
-        "#### Every finished grid point",
-        "",
-        "| data | embedding | quantizer | search R@10 | search R@30 | rec R@10 | rec R@30 | BM25 search R@30 "
-        "| popularity rec R@30 | generator epochs | experiment |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
+def tests_table(family: list[Comparison]) -> list[str]:
+    m = sum(c.test is not None for c in family)
+    lines = [say("tests_table", m=m), "",
+             f"| row | reference | column | seeds | units | difference | t | p | p × {m} (Bonferroni) | |",
+             "|" + " --- |" * 10]
+    for c in family:
+        head = f"| {_name(c.row)} | {_name(c.reference)} | {COLUMN_LABELS[c.column]} | "
+        if c.test is None:
+            lines.append(head + f"{','.join(map(str, c.seeds)) or '—'} | — | — | — | — | — | {c.problem} |")
+            continue
+        mark = {1: "▲", -1: "▼", 0: ""}[c.direction]
+        lines.append(head + f"{','.join(map(str, c.seeds))} | {c.test.units} | {c.test.difference:+.4f} | {c.test.t:.2f} "
+                     f"| {_p(c.test.p)} | {_p(c.p_corrected)} | {mark} |")
+    return lines
+
+
+def _test_text(c: Comparison) -> str:
+    return say("test", row=_name(c.row), reference=_name(c.reference), column=COLUMN_LABELS[c.column],
+               difference=f"{c.test.difference:+.3f}", p=_p(c.p_corrected))
+
+
+def render_finding(finding: Finding, grid: Grid) -> str:
+    tests = "; ".join(_test_text(c) for c in finding.tests if c.test is not None)
+    lowest = lowest_search_quantizer(grid, QUANTIZER_BLOCKS[0])
+    reason = say(f"reason{finding.number}.{finding.case}", tests=tests,
+                 tested=say("tested", tests=tests) if tests else "",
+                 significant=say("significant", tests=tests) if tests else "",
+                 missing=say("missing", items="; ".join(finding.missing)) if finding.missing else "",
+                 lowest=METHOD_LABELS[lowest] if lowest else "none run")
+    return say(f"finding.{finding.number}", verdict=finding.verdict, reason=reason)
+
+
+def _loss_cells(runs: dict, task: str) -> list[str]:
+    """dense, ID ceiling, level-1 ceiling, generator, lost by the IDs, lost by the generator."""
+    def mean(name, key):
+        return _mean_over_seeds(runs, lambda r: r.metric(name, key))
+
+    dense, ceiling = mean("id_ceiling", f"{task}_dense_recall_at_30"), mean("id_ceiling", f"{task}_recall_at_30")
+    level1, generator = mean("id_ceiling", f"{task}_recall_at_30_level1"), mean(task, "recall_at_30")
+    by_ids = dense - ceiling if dense is not None and ceiling is not None else None
+    by_generator = ceiling - generator if ceiling is not None and generator is not None else None
+    return [_fmt(v) for v in (dense, ceiling, level1, generator, by_ids, by_generator)]
+
+
+def _finished_points(grid: Grid) -> list[tuple[str, str]]:
+    order = {p: i for i, p in enumerate(paper_points())}
+    return sorted(grid.points, key=lambda p: (order.get(p, len(order)), p))
+
+
+def loss_table(grid: Grid) -> list[str]:
+    lines = [say("loss_table"), "",
+             "| embedding | quantizer | seeds | search dense | search ceiling | search ceiling L1 | search generator "
+             "| search lost by IDs | search lost by generator | rec dense | rec ceiling | rec ceiling L1 "
+             "| rec generator | rec lost by IDs | rec lost by generator |",
+             "|" + " --- |" * 15]
+    for point in _finished_points(grid):
+        runs = grid.points[point]
+        cells = [_seeds(runs, grid), *_loss_cells(runs, "search"), *_loss_cells(runs, "rec")]
+        lines.append(f"| {point[0]} | {point[1]} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def time_table(grid: Grid) -> list[str]:
+    finished = sum(len(r) for r in grid.points.values())
+    total = grid.seconds
+    lines = [say("time_table", total=f"{total:,.0f} s ({total / 3600:.1f} h)", finished=finished), "",
+             "| embedding | quantizer | seeds | embedder s | quantize + train_t5 + evaluate s | total s |",
+             "|" + " --- |" * 6]
+    for point in _finished_points(grid):
+        runs = grid.points[point].values()
+        embed, own = sum(r.embed_seconds for r in runs), sum(r.point_seconds for r in runs)
+        lines.append(f"| {point[0]} | {point[1]} | {len(runs)} | {embed:,.0f} | {own:,.0f} | {embed + own:,.0f} |")
+    return lines
+
+
+def experiments_section(experiments: Sequence[Experiment] | None, problem: str = "") -> list[str]:
+    points = best_per_point(experiments or [])
+    if not points:
+        return [say("experiments"), "", say("no_experiments", reason=problem or "none finished")]
+    lines = [say("experiments"), "",
+             "| data | embedding | quantizer | search R@10 | search R@30 | rec R@10 | rec R@30 | BM25 search R@30 "
+             "| popularity rec R@30 | generator epochs | experiment |",
+             "|" + " --- |" * 11]
     for (data, embedding, quantizer), result in sorted(points.items()):
         lines.append(
             f"| {data} | {embedding} | {quantizer} | {_fmt(result.metric('search', 'recall_at_10'))} "
@@ -197,85 +299,60 @@ def all_points_table(points: dict) -> list[str]:
     return lines
 
 
-def _loss_cells(result: Experiment, task: str) -> list[str]:
-    """dense, ID ceiling, level-1 ceiling, generator, lost by the IDs, lost by the generator."""
-    dense = result.metric("id_ceiling", f"{task}_dense_recall_at_30")
-    ceiling = result.metric("id_ceiling", f"{task}_recall_at_30")
-    level1 = result.metric("id_ceiling", f"{task}_recall_at_30_level1")
-    generator = result.metric(task, "recall_at_30")
-    by_ids = dense - ceiling if dense is not None and ceiling is not None else None
-    by_generator = ceiling - generator if ceiling is not None and generator is not None else None
-    return [_fmt(v) for v in (dense, ceiling, level1, generator, by_ids, by_generator)]
-
-
-def loss_table(points: dict) -> list[str]:
-    """Where each point's Recall@30 is lost: dense − ceiling by the IDs, ceiling − generator by the generator."""
-    lines = [
-        "#### Where the recall is lost (Recall@30)",
-        "",
-        "\"ceiling\": the best any generator could do with the point's IDs — the dense ranking (the run's "
-        "query encoder; rec: mean of the history's item vectors) written as IDs without the "
-        "de-duplication level, each shared ID's items in an unknown order (expected recall); \"L1\": the "
-        "first level alone. \"lost by IDs\" = dense − ceiling, \"lost by generator\" = ceiling − generator "
-        "(metrics/id_ceiling.json; — where the experiment predates it). The ceiling bounds a generator that "
-        "reproduces the dense ranking, not every generator: \"lost by generator\" is negative where the trained "
-        "generator ranks better than the dense kNN (rec with content embeddings, for one).",
-        "",
-        "| data | embedding | quantizer | search dense | search ceiling | search ceiling L1 | search generator "
-        "| search lost by IDs | search lost by generator | rec dense | rec ceiling | rec ceiling L1 "
-        "| rec generator | rec lost by IDs | rec lost by generator | experiment |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for (data, embedding, quantizer), result in sorted(points.items()):
-        cells = [*_loss_cells(result, "search"), *_loss_cells(result, "rec")]
-        lines.append(f"| {data} | {embedding} | {quantizer} | " + " | ".join(cells) + f" | `{result.name}` |")
-    return lines
-
-
-def render_table(points: dict) -> str:
-    """results/table.md: per data setting, the paper's two tables with its numbers beside ours."""
-    out = [
-        "# semid results",
-        "",
-        "Generated by `make results` from `dvc exp show` (every experiment plus the workspace). "
-        f"Columns marked *paper* are Penha et al. 2025 ({PAPER_LABEL}): they show the direction "
-        "of effects, not numbers to match. Our search numbers use the offline template queries "
-        "unless the data column says otherwise. \"generator epochs\": how far train_t5 got in its budget; "
-        "the embedded default's 7-minute CPU budget (~1.7 epochs) leaves the generator far from converged "
-        "for search (README, train_t5: \"How much of the CPU generator's weakness is budget\").",
-        "",
-    ]
-    if not points:
-        out.append("No finished experiment yet: run `make grid` (or `dvc repro`), then `make results`.")
-        return "\n".join(out) + "\n"
-    for data in _data_groups(points):
-        out += [f"## {data}", ""]
-        out += embedding_table(points, data) + [""]
-        out += quantizer_table(points, data) + [""]
-    out += all_points_table(points) + [""]
-    out += loss_table(points)
+def render_table(grid: Grid, experiments: Sequence[Experiment] | None = None, experiments_problem: str = "") -> str:
+    """results/table.md: findings, the paper's two tables with its numbers beside ours, every test,
+    where the recall is lost, wall time, and the one-off experiments."""
+    family = comparison_family(grid)
+    tests: Tests = {(c.row, c.reference, c.column): c for c in family}
+    m = sum(c.test is not None for c in family)
+    finished = sum(len(r) for r in grid.points.values())
+    out = [say("header", finished=finished, planned=len(paper_points()) * len(grid.seeds),
+               seeds=", ".join(map(str, grid.seeds)), paper_label=PAPER_LABEL), ""]
+    findings = "\n".join(render_finding(f, grid) for f in decide(grid, family))
+    out += [say("findings", findings=findings), ""]
+    out += embedding_table(grid, tests) + [""]
+    for embedding in QUANTIZER_BLOCKS:
+        out += quantizer_table(grid, tests, embedding) + [""]
+    out += [say("legend", m=m, planned_seeds=len(grid.seeds), alpha=ALPHA, rules=say("rules")), ""]
+    out += tests_table(family) + [""]
+    out += loss_table(grid) + [""]
+    out += time_table(grid) + [""]
+    out += experiments_section(experiments, experiments_problem)
     return "\n".join(out) + "\n"
 
 
-def plot_tradeoff(points: dict, path: Path) -> None:
-    """Search vs rec Recall@30 per grid point (ours), beside the paper's embedding methods."""
+def _plt():
     # Deferred (~0.5 s): the table alone, as the tests and `semid.results` imports need it, plots nothing.
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _errorbar(summary: PointSummary) -> float | list[list[float]]:
+    if math.isnan(summary.ci_low):
+        return 0.0
+    return [[summary.mean - summary.ci_low], [summary.ci_high - summary.mean]]
+
+
+def plot_tradeoff(grid: Grid, path: Path) -> None:
+    """Search vs rec Recall@30 per grid point with 95% intervals, beside the paper's embedding methods."""
+    plt = _plt()
     fig, (ours_ax, paper_ax) = plt.subplots(1, 2, figsize=(11, 4.6))
     markers = dict(zip(QUANTIZERS, "os^Dv"))
     colours = dict(zip([*EMBEDDING_METHODS, "prefix-share"], plt.get_cmap("tab10").colors))
-    data = _data_groups(points)[0] if points else None
-    for (d, embedding, quantizer), result in sorted(points.items()):
-        if d != data:
+    for embedding, quantizer in _finished_points(grid):
+        runs = grid.runs(embedding, quantizer)
+        search, rec = summarize_point(runs, "search"), summarize_point(runs, "rec")
+        if search is None or rec is None:
             continue
-        x, y = result.metric("search", "recall_at_30"), result.metric("rec", "recall_at_30")
-        ours_ax.scatter(x, y, marker=markers[quantizer], color=colours[embedding], s=60)
-        ours_ax.annotate(f"{embedding}/{quantizer}", (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
-    ours_ax.set_title(f"ours: {data or 'no finished experiment'}", fontsize=9)
+        ours_ax.errorbar(search.mean, rec.mean, xerr=_errorbar(search), yerr=_errorbar(rec), fmt=markers[quantizer],
+                         color=colours[embedding], ms=6, capsize=2, lw=0.8)
+        ours_ax.annotate(f"{embedding}/{quantizer}", (search.mean, rec.mean), fontsize=7, xytext=(4, 3),
+                         textcoords="offset points")
+    ours_ax.set_title(f"ours: grid, mean over seeds, 95% intervals ({len(grid.points)} points)", fontsize=9)
     for method, (search, rec, _, _) in PAPER_EMBEDDINGS.items():
         paper_ax.scatter(search, rec, marker="o", facecolors="none", edgecolors=colours[method], s=60)
         paper_ax.annotate(METHOD_LABELS[method], (search, rec), fontsize=7, xytext=(4, 3), textcoords="offset points")
@@ -284,76 +361,70 @@ def plot_tradeoff(points: dict, path: Path) -> None:
         ax.set_xlabel("search Recall@30")
         ax.set_ylabel("rec Recall@30")
         ax.grid(alpha=0.3)
-    fig.suptitle("Search vs recommendation trade-off per embedding method")
+    fig.suptitle("Search vs recommendation trade-off per grid point")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
 
 
-def plot_quantizers(points: dict, path: Path) -> None:
-    """Per-level code usage and collision rate per quantizer (from metrics/ids.json)."""
-    # Deferred (~0.5 s): the table alone, as the tests and `semid.results` imports need it, plots nothing.
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    data = _data_groups(points)[0] if points else None
-    embedding = quantizer_table_embedding(points, data) if data else None
-    rows = [(q, points[(data, embedding, q)]) for q in QUANTIZERS if (data, embedding, q) in points]
-    levels = 0
-    for _, result in rows:
-        while _ids_metric(result, f"codebook_usage_level_{levels + 1}") is not None:
-            levels += 1
-    fig, (usage_ax, collision_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
-    width = 0.8 / max(levels, 1)
-    positions = np.arange(len(rows))
-    for level in range(1, levels + 1):
-        values = [_ids_metric(r, f"codebook_usage_level_{level}") or 0.0 for _, r in rows]
-        usage_ax.bar(positions + (level - 1) * width, values, width, label=f"level {level}")
-    usage_ax.set_xticks(positions + width * (levels - 1) / 2, [q for q, _ in rows], rotation=20)
-    usage_ax.set_ylabel("share of codebook used")
-    usage_ax.set_ylim(0, 1.05)
-    if levels:
-        usage_ax.legend(fontsize=8)
-    collision_ax.bar(positions, [_ids_metric(r, "collision_rate") or 0.0 for _, r in rows], color="tab:red")
-    collision_ax.set_xticks(positions, [q for q, _ in rows], rotation=20)
-    collision_ax.set_ylabel("items sharing their code tuple")
-    collision_ax.set_ylim(0, 1.05)
-    title = f"{embedding} embeddings, {data}" if rows else "no finished experiment"
-    fig.suptitle(f"Code use per level and collision rate per quantizer ({title})")
+def plot_quantizers(grid: Grid, path: Path) -> None:
+    """Search and rec Recall@30 per quantizer with 95% intervals, one panel per embedding of the table."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(QUANTIZER_BLOCKS), figsize=(11, 4.2), sharey=True)
+    positions = np.arange(len(QUANTIZERS))
+    width = 0.38
+    for ax, embedding in zip(axes, QUANTIZER_BLOCKS):
+        for offset, column, colour in ((-width / 2, "search", "tab:blue"), (width / 2, "rec", "tab:orange")):
+            summaries = [summarize_point(grid.runs(embedding, q), column) for q in QUANTIZERS]
+            means = [s.mean if s else 0.0 for s in summaries]
+            low = [s.mean - s.ci_low if s and not math.isnan(s.ci_low) else 0.0 for s in summaries]
+            high = [s.ci_high - s.mean if s and not math.isnan(s.ci_high) else 0.0 for s in summaries]
+            ax.bar(positions + offset, means, width, yerr=[low, high], capsize=3, color=colour, label=column)
+        ax.set_xticks(positions, [q if grid.runs(embedding, q) else f"{q}\n(not run)" for q in QUANTIZERS], rotation=20)
+        ax.set_title(f"{METHOD_LABELS[embedding]} embeddings", fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].set_ylabel("Recall@30 (mean over seeds, 95% interval)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"Quantizers: search and rec Recall@30 ({DEGENERATE_RQVAE}: RQ-VAE with library defaults)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
 
 
-def write_results(results: Sequence[Experiment], out_dir: Path) -> dict[tuple[str, str, str], Experiment]:
-    """Write table.md, tradeoff.png and quantizers.png into ``out_dir``; returns the chosen points."""
-    points = best_per_point(results)
+def write_results(grid: Grid, out_dir: Path, experiments: Sequence[Experiment] | None = None,
+                  experiments_problem: str = "") -> None:
+    """Write table.md, tradeoff.png and quantizers.png into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "table.md") as tmp:
-        tmp.write_text(render_table(points))
+        tmp.write_text(render_table(grid, experiments, experiments_problem))
     for name, plot in (("tradeoff.png", plot_tradeoff), ("quantizers.png", plot_quantizers)):
         with atomic_path(out_dir / name) as tmp:
-            plot(points, tmp)
-    return points
+            plot(grid, tmp)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, help="the project (default: the one around the current folder)")
     parser.add_argument("--exp-show-json", type=Path, help="a saved `dvc exp show --json` (default: run it)")
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args(argv)
-    root = workspace_root()
-    if args.exp_show_json:
-        found = parse_show(json.loads(args.exp_show_json.read_text()))
-    else:
-        found = show(root, all_commits=True)
+    root = (args.root or workspace_root()).resolve()
+    grid = load_grid(root, DEFAULT_SEEDS)
+    experiments, problem = None, ""
+    try:
+        if args.exp_show_json:
+            experiments = parse_show(json.loads(args.exp_show_json.read_text()))
+        else:
+            experiments = show(root, all_commits=True)
+    except ExperimentError as error:  # no DVC repo, or DVC cannot read it: the grid tables still stand
+        problem = str(error).splitlines()[0] if str(error) else type(error).__name__
     out = args.out if args.out.is_absolute() else root / args.out
-    points = write_results(found, out)
-    print(f"{len(points)} grid point(s) -> {out / 'table.md'}, {out / 'tradeoff.png'}, {out / 'quantizers.png'}")
+    write_results(grid, out, experiments, problem)
+    finished = sum(len(r) for r in grid.points.values())
+    print(f"{len(grid.points)} grid point(s), {finished} run(s) -> {out / 'table.md'}, {out / 'tradeoff.png'}, "
+          f"{out / 'quantizers.png'}")
 
 
 if __name__ == "__main__":
