@@ -182,8 +182,14 @@ def write_grid_dvc(root: Path, runs: Sequence[GridRun]) -> bool:
     return True
 
 
-def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", *args], cwd=root, text=True, capture_output=True)
+def _git(root: Path, *args: str, attempts: int = 30) -> subprocess.CompletedProcess:
+    """git, waiting out another git process's index.lock (someone committing beside a long sitting)."""
+    for _ in range(attempts):
+        done = subprocess.run(["git", *args], cwd=root, text=True, capture_output=True)
+        if done.returncode == 0 or "index.lock" not in done.stderr:
+            return done
+        time.sleep(2)
+    return done
 
 
 def run_paths(run: GridRun) -> list[Path]:
