@@ -31,18 +31,19 @@ def comparison_family(grid: Grid) -> list[Comparison]:
     """Every paired test of the table, Bonferroni-corrected together: each embedding against the
     single-task embedding of the column's task (RQ-KMeans IDs), each quantizer against RQ-KMeans on
     the same embedding, and the multi-task bi-encoder against each other multi-task method."""
+    rq = REFERENCE_QUANTIZER
     family = []
     for embedding in EMBEDDING_METHODS:
         for column in COLUMNS:
             reference = SINGLE_TASK_REFERENCE[column]
             if embedding != reference:
-                family.append(compare(grid, (embedding, REFERENCE_QUANTIZER), (reference, REFERENCE_QUANTIZER), column))
+                family.append(compare(grid, (embedding, rq), (reference, rq), column))
     for embedding in QUANTIZER_BLOCKS:
         for quantizer in QUANTIZERS:
-            if quantizer != REFERENCE_QUANTIZER:
-                family += [compare(grid, (embedding, quantizer), (embedding, REFERENCE_QUANTIZER), c) for c in TASKS]
+            if quantizer != rq:
+                family += [compare(grid, (embedding, quantizer), (embedding, rq), c) for c in TASKS]
     for other in OTHER_MULTI_TASK_METHODS:
-        family += [compare(grid, (MULTITASK, REFERENCE_QUANTIZER), (other, REFERENCE_QUANTIZER), c) for c in TASKS]
+        family += [compare(grid, (MULTITASK, rq), (other, rq), c) for c in TASKS]
     return correct(family)
 
 
@@ -55,11 +56,14 @@ class Finding:
 
     @property
     def case(self) -> str:
-        """Which reason explains the verdict: the verdict itself, or "missing" (inconclusive for want of runs)."""
+        """The reason's snippet: the verdict, or "missing" where it is inconclusive for want of runs."""
         return "missing" if self.verdict == INCONCLUSIVE and self.missing else self.verdict
 
 
-def _find(family: list[Comparison], row: tuple[str, str], reference: tuple[str, str], column: str) -> Comparison:
+Point = tuple[str, str]
+
+
+def _find(family: list[Comparison], row: Point, reference: Point, column: str) -> Comparison:
     return next(c for c in family if (c.row, c.reference, c.column) == (row, reference, column))
 
 
@@ -80,11 +84,12 @@ def finding_single_task(family: list[Comparison]) -> Finding:
     own = [c for c in family if c.row[1] == rq and c.reference == (SINGLE_TASK_REFERENCE.get(c.column), rq)
            and c.column in TASKS]
     beaten = [c for c in own if c.direction > 0]
-    cross = [_find(family, ("rec", rq), ("search", rq), "search"), _find(family, ("search", rq), ("rec", rq), "rec")]
+    cross = [_find(family, ("rec", rq), ("search", rq), "search"),
+             _find(family, ("search", rq), ("rec", rq), "rec")]
     if beaten:
         return Finding(1, NOT_REPRODUCED, tuple(beaten))
     if _missing(own):
-        return Finding(1, INCONCLUSIVE, tuple(c for c in cross if c.test), _missing(own))
+        return Finding(1, INCONCLUSIVE, tuple(c for c in own if c.significant), _missing(own))
     if all(c.direction < 0 for c in cross):
         return Finding(1, REPRODUCED, tuple(cross))
     return Finding(1, INCONCLUSIVE, tuple(cross))
@@ -96,18 +101,19 @@ def finding_multitask_best(family: list[Comparison]) -> Finding:
     it loses to one; else inconclusive while a test is missing; reproduced when it wins against all four;
     else inconclusive."""
     rq = REFERENCE_QUANTIZER
-    pairs = {other: [_find(family, (MULTITASK, rq), (other, rq), c) for c in TASKS] for other in OTHER_MULTI_TASK_METHODS}
+    pairs = {other: [_find(family, (MULTITASK, rq), (other, rq), c) for c in TASKS]
+             for other in OTHER_MULTI_TASK_METHODS}
     directions = {other: {c.direction for c in tests} for other, tests in pairs.items()}
+    wins = [other for other, d in directions.items() if 1 in d and -1 not in d]
     losses = [other for other, d in directions.items() if -1 in d and 1 not in d]
     if losses:
         return Finding(2, NOT_REPRODUCED, tuple(c for other in losses for c in pairs[other] if c.direction < 0))
     everything = [c for tests in pairs.values() for c in tests]
     if _missing(everything):
         return Finding(2, INCONCLUSIVE, tuple(c for c in everything if c.significant), _missing(everything))
-    if all(1 in d and -1 not in d for d in directions.values()):
+    if len(wins) == len(pairs):
         return Finding(2, REPRODUCED, tuple(everything))
-    undecided = [c for other, tests in pairs.items() if not (1 in directions[other] and -1 not in directions[other])
-                 for c in tests]
+    undecided = [c for other, tests in pairs.items() if other not in wins for c in tests]
     return Finding(2, INCONCLUSIVE, tuple(undecided))
 
 
@@ -126,12 +132,14 @@ def finding_quantizers(family: list[Comparison], grid: Grid) -> Finding:
     if not all(c.direction < 0 for c in tests):
         return Finding(3, INCONCLUSIVE, tuple(c for c in tests if c.direction == 0))
     if lowest_search_quantizer(grid, embedding) != DEGENERATE_RQVAE:
-        return Finding(3, INCONCLUSIVE, tuple(c for c in tests if c.row[1] == DEGENERATE_RQVAE and c.column == "search"))
+        naive_search = (c for c in tests if c.row[1] == DEGENERATE_RQVAE and c.column == "search")
+        return Finding(3, INCONCLUSIVE, tuple(naive_search))
     return Finding(3, REPRODUCED, tuple(tests))
 
 
 def lowest_search_quantizer(grid: Grid, embedding: str) -> str | None:
-    means = {q: s.mean for q in QUANTIZERS if (s := summarize_point(grid.runs(embedding, q), "search")) is not None}
+    summaries = {q: summarize_point(grid.runs(embedding, q), "search") for q in QUANTIZERS}
+    means = {q: s.mean for q, s in summaries.items() if s is not None}
     return min(means, key=means.get) if means else None
 
 

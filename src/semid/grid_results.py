@@ -25,13 +25,17 @@ import pandas as pd
 from semid.artifacts import GRID_RUNS, grid_embedding_name
 from semid.config import EMBEDDING_METHODS, QUANTIZERS
 from semid.significance import (
-    ALPHA, PairedTest, PointSummary, SignificanceError, bonferroni, hits_at_k, paired_t_test, pool_seeds, summarize,
+    ALPHA, PairedTest, PointSummary, SignificanceError, bonferroni, hits_at_k, paired_t_test, pool_seeds,
+    summarize,
 )
 
 K = 30
 # column -> (task, segment); the segment restricts rec users to those whose target is a head / torso item.
 COLUMNS: dict[str, tuple[str, str | None]] = {
-    "search": ("search", None), "rec": ("rec", None), "rec_head": ("rec", "head"), "rec_torso": ("rec", "torso"),
+    "search": ("search", None),
+    "rec": ("rec", None),
+    "rec_head": ("rec", "head"),
+    "rec_torso": ("rec", "torso"),
 }
 COLUMN_LABELS = {"search": "search", "rec": "rec", "rec_head": "rec head", "rec_torso": "rec torso"}
 EVALUATE_FILES = ("search.json", "rec.json", "hit_ranks.csv")
@@ -68,7 +72,8 @@ class SeedRun:
         second (evaluate writes no duration)."""
         total = 0.0
         for name in ("ids", "train_t5"):
-            total += sum(v for k, v in self.metrics.get(name, {}).items() if k.endswith("seconds") and _number(v))
+            values = self.metrics.get(name, {}).items()
+            total += sum(v for k, v in values if k.endswith("seconds") and _number(v))
         for task in ("search", "rec"):
             examples, rate = self.metric(task, "examples"), self.metric(task, "inputs_per_second")
             if examples and rate:
@@ -133,7 +138,8 @@ def load_grid(root: Path, default_seeds: tuple[int, ...] = (1, 2, 3)) -> Grid:
         if not all((folder / "metrics" / name).exists() for name in EVALUATE_FILES):
             continue
         embedding, quantizer, seed = match["embedding"], match["quantizer"], int(match["seed"])
-        points.setdefault((embedding, quantizer), {})[seed] = load_run(folder, embedding, quantizer, seed, runs_dir)
+        run = load_run(folder, embedding, quantizer, seed, runs_dir)
+        points.setdefault((embedding, quantizer), {})[seed] = run
     seeds = set(default_seeds) | {s for runs in points.values() for s in runs}
     return Grid(points, tuple(sorted(seeds)))
 
@@ -144,7 +150,11 @@ def summarize_point(runs: dict[int, SeedRun], column: str) -> PointSummary | Non
     per_seed = [runs[s].hits(column) for s in sorted(runs)]
     if not per_seed or not len(per_seed[0]):
         return None
-    return summarize(per_seed)
+    try:
+        return summarize(per_seed)
+    except SignificanceError as error:  # seeds scored on different units: say which point, stop
+        run = next(iter(runs.values()))
+        raise SignificanceError(f"grid point {run.embedding}/{run.quantizer}, {column}: {error}") from error
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,8 @@ import yaml
 from semid.config import EMBEDDING_METHODS, QUANTIZERS, workspace_root
 from semid.experiments import Experiment, ExperimentError, parse_show, show
 from semid.findings import (
-    DEGENERATE_RQVAE, QUANTIZER_BLOCKS, REFERENCE_QUANTIZER, SINGLE_TASK_REFERENCE, Finding, comparison_family, decide,
-    lowest_search_quantizer,
+    DEGENERATE_RQVAE, QUANTIZER_BLOCKS, REFERENCE_QUANTIZER, SINGLE_TASK_REFERENCE, TASKS, Finding,
+    comparison_family, decide, lowest_search_quantizer,
 )
 from semid.grid_results import COLUMN_LABELS, COLUMNS, Comparison, Grid, load_grid, summarize_point
 from semid.io import atomic_path
@@ -43,7 +43,8 @@ TEMPLATE = "results_findings.md"
 def load_paper_results() -> dict:
     """semid/reference/paper_results.yaml: the paper's Recall@30 tables and where they come from
     (its ``source``); each table's columns are checked against the order this module reads."""
-    paper = yaml.safe_load(resources.files("semid").joinpath("reference", "paper_results.yaml").read_text(encoding="utf-8"))
+    text = resources.files("semid").joinpath("reference", "paper_results.yaml").read_text(encoding="utf-8")
+    paper = yaml.safe_load(text)
     for table, columns in PAPER_COLUMNS.items():
         rows = paper[table]["rows"]
         if paper[table]["columns"] != columns or any(len(numbers) != len(columns) for numbers in rows.values()):
@@ -168,55 +169,58 @@ def _ids_metric(run, key: str) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _header(cells: Sequence[str]) -> list[str]:
+    return [_row(cells), "|" + " --- |" * len(cells)]
+
+
 def embedding_table(grid: Grid, tests: Tests) -> list[str]:
+    rq = REFERENCE_QUANTIZER
     columns = [COLUMN_LABELS[c] for c in COLUMNS]
-    lines = [say("embedding_table"), "",
-             "| embedding | " + " | ".join(columns) + " | seeds | " + " | ".join(f"{c} (paper)" for c in columns) + " |",
-             "| --- " * (2 + 2 * len(columns)) + "|"]
+    lines = [say("embedding_table"), "", *_header(["embedding", *columns, "seeds", *(f"{c} (paper)" for c in columns)])]
     for method in EMBEDDING_METHODS:
-        runs = grid.runs(method, REFERENCE_QUANTIZER)
-        cells = [
-            _cell(summarize_point(runs, column),
-                  _mark(tests, (method, REFERENCE_QUANTIZER), (SINGLE_TASK_REFERENCE[column], REFERENCE_QUANTIZER), column))
-            for column in COLUMNS
-        ]
+        runs = grid.runs(method, rq)
+        cells = [_cell(summarize_point(runs, c), _mark(tests, (method, rq), (SINGLE_TASK_REFERENCE[c], rq), c))
+                 for c in COLUMNS]
         paper = PAPER_EMBEDDINGS.get(method.replace("_", "-"), (None,) * len(COLUMNS))
-        lines.append(f"| {METHOD_LABELS[method]} | " + " | ".join([*cells, _seeds(runs, grid), *map(_fmt, paper)]) + " |")
+        lines.append(_row([METHOD_LABELS[method], *cells, _seeds(runs, grid), *map(_fmt, paper)]))
     return lines
 
 
 def quantizer_table(grid: Grid, tests: Tests, embedding: str) -> list[str]:
     with_paper = embedding == PAPER_QUANTIZER_EMBEDDING
-    paper_note = "" if with_paper else f" The paper's quantizer table is on {METHOD_LABELS[PAPER_QUANTIZER_EMBEDDING]} embeddings only."
-    header = "| quantizer | search | rec | seeds | collisions | usage L1 |" + (" search (paper) | rec (paper) |" if with_paper else "")
-    lines = [say("quantizer_table", embedding=METHOD_LABELS[embedding], paper_note=paper_note), "", header,
-             "| --- " * header.count("|") + "|"][:4]
-    lines[-1] = "|" + " --- |" * (header.count("|") - 1)
+    paper_note = "" if with_paper else (
+        f" The paper's quantizer table is on {METHOD_LABELS[PAPER_QUANTIZER_EMBEDDING]} embeddings only.")
+    header = ["quantizer", "search", "rec", "seeds", "collisions", "usage L1"]
+    header += ["search (paper)", "rec (paper)"] if with_paper else []
+    lines = [say("quantizer_table", embedding=METHOD_LABELS[embedding], paper_note=paper_note), "", *_header(header)]
     reference = (embedding, REFERENCE_QUANTIZER)
     for quantizer in QUANTIZERS:
         runs = grid.runs(embedding, quantizer)
-        cells = [_cell(summarize_point(runs, c), _mark(tests, (embedding, quantizer), reference, c)) for c in ("search", "rec")]
+        cells = [_cell(summarize_point(runs, c), _mark(tests, (embedding, quantizer), reference, c)) for c in TASKS]
         cells += [_seeds(runs, grid), _fmt(_mean_over_seeds(runs, lambda r: _ids_metric(r, "collision_rate"))),
                   _fmt(_mean_over_seeds(runs, lambda r: _ids_metric(r, "codebook_usage_level_1")))]
         if with_paper:
             cells += map(_fmt, PAPER_QUANTIZERS.get(quantizer, (None, None)))
-        lines.append(f"| {METHOD_LABELS[quantizer]} | " + " | ".join(cells) + " |")
+        lines.append(_row([METHOD_LABELS[quantizer], *cells]))
     return lines
 
 
 def tests_table(family: list[Comparison]) -> list[str]:
     m = sum(c.test is not None for c in family)
-    lines = [say("tests_table", m=m), "",
-             f"| row | reference | column | seeds | units | difference | t | p | p × {m} (Bonferroni) | |",
-             "|" + " --- |" * 10]
+    header = ["row", "reference", "column", "seeds", "units", "difference", "t", "p", f"p × {m} (Bonferroni)", ""]
+    lines = [say("tests_table", m=m), "", *_header(header)]
     for c in family:
-        head = f"| {_name(c.row)} | {_name(c.reference)} | {COLUMN_LABELS[c.column]} | "
+        head = [_name(c.row), _name(c.reference), COLUMN_LABELS[c.column], ",".join(map(str, c.seeds)) or "—"]
         if c.test is None:
-            lines.append(head + f"{','.join(map(str, c.seeds)) or '—'} | — | — | — | — | — | {c.problem} |")
+            lines.append(_row([*head, *["—"] * 5, c.problem]))
             continue
         mark = {1: "▲", -1: "▼", 0: ""}[c.direction]
-        lines.append(head + f"{','.join(map(str, c.seeds))} | {c.test.units} | {c.test.difference:+.4f} | {c.test.t:.2f} "
-                     f"| {_p(c.test.p)} | {_p(c.p_corrected)} | {mark} |")
+        lines.append(_row([*head, str(c.test.units), f"{c.test.difference:+.4f}", f"{c.test.t:.2f}", _p(c.test.p),
+                           _p(c.p_corrected), mark]))
     return lines
 
 
@@ -241,7 +245,8 @@ def _loss_cells(runs: dict, task: str) -> list[str]:
     def mean(name, key):
         return _mean_over_seeds(runs, lambda r: r.metric(name, key))
 
-    dense, ceiling = mean("id_ceiling", f"{task}_dense_recall_at_30"), mean("id_ceiling", f"{task}_recall_at_30")
+    dense = mean("id_ceiling", f"{task}_dense_recall_at_30")
+    ceiling = mean("id_ceiling", f"{task}_recall_at_30")
     level1, generator = mean("id_ceiling", f"{task}_recall_at_30_level1"), mean(task, "recall_at_30")
     by_ids = dense - ceiling if dense is not None and ceiling is not None else None
     by_generator = ceiling - generator if ceiling is not None and generator is not None else None
@@ -254,15 +259,12 @@ def _finished_points(grid: Grid) -> list[tuple[str, str]]:
 
 
 def loss_table(grid: Grid) -> list[str]:
-    lines = [say("loss_table"), "",
-             "| embedding | quantizer | seeds | search dense | search ceiling | search ceiling L1 | search generator "
-             "| search lost by IDs | search lost by generator | rec dense | rec ceiling | rec ceiling L1 "
-             "| rec generator | rec lost by IDs | rec lost by generator |",
-             "|" + " --- |" * 15]
+    per_task = ["dense", "ceiling", "ceiling L1", "generator", "lost by IDs", "lost by generator"]
+    header = ["embedding", "quantizer", "seeds", *(f"{task} {c}" for task in TASKS for c in per_task)]
+    lines = [say("loss_table"), "", *_header(header)]
     for point in _finished_points(grid):
         runs = grid.points[point]
-        cells = [_seeds(runs, grid), *_loss_cells(runs, "search"), *_loss_cells(runs, "rec")]
-        lines.append(f"| {point[0]} | {point[1]} | " + " | ".join(cells) + " |")
+        lines.append(_row([*point, _seeds(runs, grid), *_loss_cells(runs, "search"), *_loss_cells(runs, "rec")]))
     return lines
 
 
@@ -270,12 +272,11 @@ def time_table(grid: Grid) -> list[str]:
     finished = sum(len(r) for r in grid.points.values())
     total = grid.seconds
     lines = [say("time_table", total=f"{total:,.0f} s ({total / 3600:.1f} h)", finished=finished), "",
-             "| embedding | quantizer | seeds | embedder s | quantize + train_t5 + evaluate s | total s |",
-             "|" + " --- |" * 6]
+             *_header(["embedding", "quantizer", "seeds", "embedder s", "quantize + train_t5 + evaluate s", "total s"])]
     for point in _finished_points(grid):
         runs = grid.points[point].values()
         embed, own = sum(r.embed_seconds for r in runs), sum(r.point_seconds for r in runs)
-        lines.append(f"| {point[0]} | {point[1]} | {len(runs)} | {embed:,.0f} | {own:,.0f} | {embed + own:,.0f} |")
+        lines.append(_row([*point, str(len(runs)), f"{embed:,.0f}", f"{own:,.0f}", f"{embed + own:,.0f}"]))
     return lines
 
 
@@ -283,10 +284,9 @@ def experiments_section(experiments: Sequence[Experiment] | None, problem: str =
     points = best_per_point(experiments or [])
     if not points:
         return [say("experiments"), "", say("no_experiments", reason=problem or "none finished")]
-    lines = [say("experiments"), "",
-             "| data | embedding | quantizer | search R@10 | search R@30 | rec R@10 | rec R@30 | BM25 search R@30 "
-             "| popularity rec R@30 | generator epochs | experiment |",
-             "|" + " --- |" * 11]
+    header = ["data", "embedding", "quantizer", "search R@10", "search R@30", "rec R@10", "rec R@30",
+              "BM25 search R@30", "popularity rec R@30", "generator epochs", "experiment"]
+    lines = [say("experiments"), "", *_header(header)]
     for (data, embedding, quantizer), result in sorted(points.items()):
         lines.append(
             f"| {data} | {embedding} | {quantizer} | {_fmt(result.metric('search', 'recall_at_10'))} "
@@ -348,14 +348,15 @@ def plot_tradeoff(grid: Grid, path: Path) -> None:
         search, rec = summarize_point(runs, "search"), summarize_point(runs, "rec")
         if search is None or rec is None:
             continue
-        ours_ax.errorbar(search.mean, rec.mean, xerr=_errorbar(search), yerr=_errorbar(rec), fmt=markers[quantizer],
-                         color=colours[embedding], ms=6, capsize=2, lw=0.8)
+        ours_ax.errorbar(search.mean, rec.mean, xerr=_errorbar(search), yerr=_errorbar(rec),
+                         fmt=markers[quantizer], color=colours[embedding], ms=6, capsize=2, lw=0.8)
         ours_ax.annotate(f"{embedding}/{quantizer}", (search.mean, rec.mean), fontsize=7, xytext=(4, 3),
                          textcoords="offset points")
     ours_ax.set_title(f"ours: grid, mean over seeds, 95% intervals ({len(grid.points)} points)", fontsize=9)
     for method, (search, rec, _, _) in PAPER_EMBEDDINGS.items():
         paper_ax.scatter(search, rec, marker="o", facecolors="none", edgecolors=colours[method], s=60)
-        paper_ax.annotate(METHOD_LABELS[method], (search, rec), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        paper_ax.annotate(METHOD_LABELS[method], (search, rec), fontsize=7, xytext=(4, 3),
+                          textcoords="offset points")
     paper_ax.set_title(f"{PAPER_LABEL} (RQ-KMeans IDs)", fontsize=9)
     for ax in (ours_ax, paper_ax):
         ax.set_xlabel("search Recall@30")
@@ -381,7 +382,8 @@ def plot_quantizers(grid: Grid, path: Path) -> None:
             low = [s.mean - s.ci_low if s and not math.isnan(s.ci_low) else 0.0 for s in summaries]
             high = [s.ci_high - s.mean if s and not math.isnan(s.ci_high) else 0.0 for s in summaries]
             ax.bar(positions + offset, means, width, yerr=[low, high], capsize=3, color=colour, label=column)
-        ax.set_xticks(positions, [q if grid.runs(embedding, q) else f"{q}\n(not run)" for q in QUANTIZERS], rotation=20)
+        labels = [q if grid.runs(embedding, q) else f"{q}\n(not run)" for q in QUANTIZERS]
+        ax.set_xticks(positions, labels, rotation=20)
         ax.set_title(f"{METHOD_LABELS[embedding]} embeddings", fontsize=9)
         ax.grid(alpha=0.3, axis="y")
     axes[0].set_ylabel("Recall@30 (mean over seeds, 95% interval)")
