@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
-from conftest import SHARED_MOVIELENS
+from conftest import REPO_ROOT, SHARED_MOVIELENS
+from semid.evaluate import EvaluationResult, hit_ranks_table
 from semid.experiments import Experiment, parse_show
 from semid.findings import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, comparison_family, decide
 from semid.grid_results import load_grid
@@ -133,6 +136,27 @@ def test_cells_and_paired_tests_equal_the_textbook_numbers(small_grid):
     multitask = row_of(table, "| multi-task |", "## Embedding methods")
     head = [hits(KMEANS[s][1])[:2] for s in (1, 2)]
     assert textbook_cell(head) in multitask
+
+
+def test_a_real_runs_hit_ranks_give_its_own_recall(tmp_path):
+    """The default pipeline's real predictions (MovieLens queries and users), written as evaluate writes
+    hit_ranks.csv: each cell's mean is the run's own Recall@30 from its metrics files."""
+    predictions, metrics = REPO_ROOT / "predictions", REPO_ROOT / "metrics"
+    if not (predictions / "search.parquet").exists() or not (metrics / "rec.json").exists():
+        pytest.skip("no default pipeline outputs here (dvc repro)")
+    search, rec = (pd.read_parquet(predictions / f"{t}.parquet") for t in ("search", "rec"))
+    run = tmp_path / "grid" / "runs" / "content-rqkmeans-s1" / "metrics"
+    run.mkdir(parents=True)
+    hit_ranks_table(EvaluationResult({}, {}, {}, search, rec, {})).to_csv(run / "hit_ranks.csv", index=False)
+    for name in ("search", "rec", "ids"):
+        shutil.copy2(metrics / f"{name}.json", run)
+    table = render_table(load_grid(tmp_path))
+    recall = {t: json.loads((metrics / f"{t}.json").read_text()) for t in ("search", "rec")}
+    expected = [recall["search"]["recall_at_30"], *(recall["rec"][k] for k in
+                                                     ("recall_at_30", "recall_at_30_head", "recall_at_30_torso"))]
+    cells = row_of(table, "| content |").split("|")[2:6]
+    assert [float(c.split()[0]) for c in cells] == pytest.approx([round(v, 3) for v in expected], abs=1e-9)
+    assert all("[" in c for c in cells) and "| 1 of 3 |" in row_of(table, "| content |")
 
 
 def test_findings_say_what_is_missing_and_the_wall_time_adds_up(small_grid):
