@@ -183,7 +183,7 @@ def build(tmp_path, search: dict, rec: dict, units: int = 40):
     for point in search:
         write_run(tmp_path, *point, 1, ranks(search[point]), ranks(rec[point]), search_units=queries, rec_units=users)
     grid = load_grid(tmp_path)
-    return {f.number: f for f in decide(grid, comparison_family(grid))}
+    return {f.number: f for f in decide(grid, comparison_family(grid))}, render_table(grid)
 
 
 PAPER_LIKE = {  # (embedding, quantizer): (search hits, rec hits) of 40, the paper's pattern
@@ -197,8 +197,14 @@ PAPER_LIKE = {  # (embedding, quantizer): (search hits, rec hits) of 40, the pap
 
 def verdicts(tmp_path, changes=None, drop=()):
     points = {p: v for p, v in {**PAPER_LIKE, **(changes or {})}.items() if p not in drop}
-    found = build(tmp_path, {p: v[0] for p, v in points.items()}, {p: v[1] for p, v in points.items()})
-    return {n: f.verdict for n, f in found.items()}, found
+    found, table = build(tmp_path, {p: v[0] for p, v in points.items()}, {p: v[1] for p, v in points.items()})
+    verdict = {n: f.verdict for n, f in found.items()}
+    # the findings block says the same, from a snippet of its own for every verdict
+    findings = table[table.index("## Findings"):table.index("## Embedding methods")]
+    assert "[[" not in table and "$" not in findings
+    for number, said in verdict.items():
+        assert f"*{said}*" in row_of(findings, f"{number}. ")
+    return verdict, found
 
 
 def test_the_paper_pattern_reproduces_all_three_findings(tmp_path):
@@ -222,8 +228,8 @@ def test_ties_and_missing_points_are_inconclusive(tmp_path):
 
 
 def test_rqvae_must_be_lowest_on_search_for_finding_3(tmp_path):
-    found, _ = verdicts(tmp_path, {("multitask", "rqvae_naive"): (5, 10), ("multitask", "rqvae"): (0, 10)})
-    assert found[3] == INCONCLUSIVE
+    found, details = verdicts(tmp_path, {("multitask", "rqvae_naive"): (5, 10), ("multitask", "rqvae"): (0, 10)})
+    assert found[3] == INCONCLUSIVE and details[3].case == "not_lowest" and not details[3].missing
 
 
 def test_an_empty_grid_and_the_command_line(tmp_path, capsys):

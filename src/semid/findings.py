@@ -53,11 +53,14 @@ class Finding:
     verdict: str
     tests: tuple[Comparison, ...]  # the tests that decide it
     missing: tuple[str, ...] = ()  # the points not run yet (or tests not computable) it still needs
+    why: str = ""  # names the reason where one verdict has several (finding 3's "not_lowest")
 
     @property
     def case(self) -> str:
         """The reason's snippet: the verdict, or "missing" where it is inconclusive for want of runs."""
-        return "missing" if self.verdict == INCONCLUSIVE and self.missing else self.verdict
+        if self.why:
+            return self.why
+        return "missing" if self.verdict == INCONCLUSIVE and self.missing else self.verdict.replace(" ", "_")
 
 
 Point = tuple[str, str]
@@ -133,7 +136,7 @@ def finding_quantizers(family: list[Comparison], grid: Grid) -> Finding:
         return Finding(3, INCONCLUSIVE, tuple(c for c in tests if c.direction == 0))
     if lowest_search_quantizer(grid, embedding) != DEGENERATE_RQVAE:
         naive_search = (c for c in tests if c.row[1] == DEGENERATE_RQVAE and c.column == "search")
-        return Finding(3, INCONCLUSIVE, tuple(naive_search))
+        return Finding(3, INCONCLUSIVE, tuple(naive_search), why="not_lowest")
     return Finding(3, REPRODUCED, tuple(tests))
 
 
