@@ -244,6 +244,15 @@ def test_an_empty_grid_and_the_command_line(tmp_path, capsys):
         assert (tmp_path / "out" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.parametrize("bad", [["--root", "no/such/folder"], ["--exp-show-json", "no/such.json"]])
+def test_a_bad_path_is_one_line_and_exit_2_before_any_work(tmp_path, capsys, bad, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main([*bad, "--out", "out"])
+    assert exit_.value.code == 2 and f"{bad[0]} {bad[1]} is not a" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_plots_of_a_grid_with_error_bars(small_grid):
     write_results(load_grid(small_grid), small_grid / "results")
     for name in ("tradeoff.png", "quantizers.png"):

@@ -412,6 +412,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--exp-show-json", type=Path, help="a saved `dvc exp show --json` (default: run it)")
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args(argv)
+    if args.root is not None and not args.root.is_dir():
+        parser.error(f"--root {args.root} is not a folder; give the project's folder (the one with grid/runs)")
+    if args.exp_show_json is not None and not args.exp_show_json.is_file():
+        parser.error(f"--exp-show-json {args.exp_show_json} is not a file; give a saved `dvc exp show --json`")
     root = (args.root or workspace_root()).resolve()
     grid = load_grid(root, DEFAULT_SEEDS)
     experiments, problem = None, ""
