@@ -15,15 +15,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
 
-from semid.artifacts import GRID_RUNS, grid_embedding_name
+from semid.artifacts import GRID_RUNS, grid_embedding_name, grid_run_name
 from semid.config import EMBEDDING_METHODS, QUANTIZERS
+from semid.paper_grid import DEFAULT_SEEDS
 from semid.significance import (
     ALPHA, PairedTest, PointSummary, SignificanceError, bonferroni, hits_at_k, paired_t_test, pool_seeds,
     summarize,
@@ -39,7 +39,6 @@ COLUMNS: dict[str, tuple[str, str | None]] = {
 }
 COLUMN_LABELS = {"search": "search", "rec": "rec", "rec_head": "rec head", "rec_torso": "rec torso"}
 EVALUATE_FILES = ("search.json", "rec.json", "hit_ranks.csv")
-_RUN_NAME = re.compile(r"^(?P<embedding>[a-z_]+)-(?P<quantizer>[a-z_]+)-s(?P<seed>\d+)$")
 
 
 @dataclass(frozen=True)
@@ -126,20 +125,20 @@ class Grid:
         return total + sum(embedders.values())
 
 
-def load_grid(root: Path, default_seeds: tuple[int, ...] = (1, 2, 3)) -> Grid:
-    """Every finished run under ``root/grid/runs`` (folders with another name or without evaluate's
-    outputs are skipped: a run still going or cut short is not a result)."""
+def load_grid(root: Path, default_seeds: tuple[int, ...] = DEFAULT_SEEDS) -> Grid:
+    """Every finished run under ``root/grid/runs`` (folders named otherwise, or without evaluate's
+    outputs, are skipped: a run still going or cut short is not a result)."""
     runs_dir = root / GRID_RUNS
     points: dict[tuple[str, str], dict[int, SeedRun]] = {}
-    for folder in sorted(runs_dir.iterdir()) if runs_dir.is_dir() else []:
-        match = _RUN_NAME.match(folder.name)
-        if not match or match["embedding"] not in EMBEDDING_METHODS or match["quantizer"] not in QUANTIZERS:
-            continue
-        if not all((folder / "metrics" / name).exists() for name in EVALUATE_FILES):
-            continue
-        embedding, quantizer, seed = match["embedding"], match["quantizer"], int(match["seed"])
-        run = load_run(folder, embedding, quantizer, seed, runs_dir)
-        points.setdefault((embedding, quantizer), {})[seed] = run
+    for embedding in EMBEDDING_METHODS:
+        for quantizer in QUANTIZERS:
+            prefix = grid_run_name(embedding, quantizer, "")
+            for folder in sorted(runs_dir.glob(f"{prefix}*")):
+                seed = folder.name.removeprefix(prefix)
+                if not seed.isdigit() or not all((folder / "metrics" / n).exists() for n in EVALUATE_FILES):
+                    continue
+                run = load_run(folder, embedding, quantizer, int(seed), runs_dir)
+                points.setdefault((embedding, quantizer), {})[int(seed)] = run
     seeds = set(default_seeds) | {s for runs in points.values() for s in runs}
     return Grid(points, tuple(sorted(seeds)))
 

@@ -33,7 +33,7 @@ from semid.findings import (
 )
 from semid.grid_results import COLUMN_LABELS, COLUMNS, Comparison, Grid, load_grid, summarize_point
 from semid.io import atomic_path
-from semid.paper_grid import DEFAULT_SEEDS, paper_points
+from semid.paper_grid import paper_points
 from semid.significance import ALPHA, PointSummary
 
 PAPER_COLUMNS = {"embeddings": ["search", "rec", "rec_head", "rec_torso"], "quantizers": ["search", "rec"]}
@@ -417,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.exp_show_json is not None and not args.exp_show_json.is_file():
         parser.error(f"--exp-show-json {args.exp_show_json} is not a file; give a saved `dvc exp show --json`")
     root = (args.root or workspace_root()).resolve()
-    grid = load_grid(root, DEFAULT_SEEDS)
+    grid = load_grid(root)
     experiments, problem = None, ""
     try:
         if args.exp_show_json:
