@@ -342,7 +342,8 @@ def plot_tradeoff(grid: Grid, path: Path) -> None:
     plt = _plt()
     fig, (ours_ax, paper_ax) = plt.subplots(1, 2, figsize=(11, 4.6))
     markers = dict(zip(QUANTIZERS, "os^Dv"))
-    colours = dict(zip([*EMBEDDING_METHODS, "prefix-share"], plt.get_cmap("tab10").colors))
+    colours = dict(zip(EMBEDDING_METHODS, plt.get_cmap("tab10").colors))
+    colours["prefix-share"] = colours["prefix_share"]  # the paper's spelling
     for embedding, quantizer in _finished_points(grid):
         runs = grid.runs(embedding, quantizer)
         search, rec = summarize_point(runs, "search"), summarize_point(runs, "rec")
@@ -378,12 +379,13 @@ def plot_quantizers(grid: Grid, path: Path) -> None:
     for ax, embedding in zip(axes, QUANTIZER_BLOCKS):
         for offset, column, colour in ((-width / 2, "search", "tab:blue"), (width / 2, "rec", "tab:orange")):
             summaries = [summarize_point(grid.runs(embedding, q), column) for q in QUANTIZERS]
-            means = [s.mean if s else 0.0 for s in summaries]
+            means = [s.mean if s else math.nan for s in summaries]  # nan: no bar, no error bar
             low = [s.mean - s.ci_low if s and not math.isnan(s.ci_low) else 0.0 for s in summaries]
             high = [s.ci_high - s.mean if s and not math.isnan(s.ci_high) else 0.0 for s in summaries]
             ax.bar(positions + offset, means, width, yerr=[low, high], capsize=3, color=colour, label=column)
         labels = [q if grid.runs(embedding, q) else f"{q}\n(not run)" for q in QUANTIZERS]
         ax.set_xticks(positions, labels, rotation=20)
+        ax.set_xlim(-0.6, len(QUANTIZERS) - 0.4)  # keep the slots of points not run
         ax.set_title(f"{METHOD_LABELS[embedding]} embeddings", fontsize=9)
         ax.grid(alpha=0.3, axis="y")
     axes[0].set_ylabel("Recall@30 (mean over seeds, 95% interval)")
