@@ -23,7 +23,7 @@ help:
 	@echo "make grid-queue  every embedding x quantizer as queued DVC experiments (EMBEDDINGS=, QUANTIZERS=, N= workers)"
 	@echo "                 SHARD=i/n: machine i of n runs its share, pushes it to GIT_REMOTE (origin)"
 	@echo "make pull-grid   dvc exp pull every experiment of this commit from GIT_REMOTE (and their outputs)"
-	@echo "make results     results/table.md + plots from every experiment"
+	@echo "make results     results/table.md (findings, means +- sd, intervals, paired tests) + plots from the grid in main"
 	@echo "make report      the RQ-VAE diagnosis: reports/rqvae.md"
 	@echo "make remote      default DVC remote in ../semid-dvc-remote (REMOTE=...)"
 	@echo "make paper-dry-run  the paper profile on a small offline slice"
