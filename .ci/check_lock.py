@@ -14,12 +14,19 @@ MISSING = {"deleted", "not in cache"}
 
 
 def pipeline_outputs() -> set[str]:
-    """Every output path in dvc.lock: a missing one is also a missing dep of the stages after it."""
+    """Every output path in the committed lock files (dvc.lock, grid/dvc.lock): a missing one is
+    also a missing dep of the stages after it, in its own file or another (a grid point reads the
+    default pipeline's data/prepared). Lock paths are relative to the lock's folder or its wdir;
+    the grid's stages run at the root (wdir ..), so their paths are root-relative already."""
     import yaml
 
-    with open("dvc.lock") as lock:
-        stages = yaml.safe_load(lock)["stages"]
-    return {out["path"] for stage in stages.values() for out in stage.get("outs", [])}
+    listed = subprocess.run(["git", "ls-files", "dvc.lock", "*/dvc.lock"], capture_output=True, text=True, check=True)
+    outputs = set()
+    for path in listed.stdout.split():
+        with open(path) as lock:
+            stages = yaml.safe_load(lock)["stages"]
+        outputs |= {out["path"] for stage in stages.values() for out in stage.get("outs", [])}
+    return outputs
 
 
 def stale_entries(status: dict, outputs: set[str]) -> list[str]:
