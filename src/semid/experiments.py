@@ -106,6 +106,12 @@ def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
     return result
 
 
+def repro(root: Path, target: str) -> int:
+    """``dvc repro TARGET`` in ``root`` with DVC's output streamed (a grid run prints for minutes);
+    the exit status."""
+    return subprocess.run([sys.executable, "-m", "dvc", "repro", target], cwd=root).returncode
+
+
 def _resolved_params(files: dict[str, Any]) -> dict[str, Any]:
     """params.yaml with the active profile's file overlaid, as semid.config.read_merged does."""
     params = dict((files.get("params.yaml") or {}).get("data") or {})

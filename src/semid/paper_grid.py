@@ -10,7 +10,7 @@ across sittings: a later ``make grid`` finds the finished points up to date in `
 (DVC skips them in seconds) and goes on with the rest; a fresh clone has every finished point's
 numbers (``dvc metrics show``, ``make results``) without running anything.
 
-Why not ``dvc exp run --queue``: queued experiments live as ``refs/exps`` on the machine that ran
+Why not ``dvc exp run --queue``: queued experiments live as experiment refs on the machine that ran
 them, so a clone of main sees none of them; a stage family puts params, lock entries and metrics
 of every point in main's history, where ``dvc metrics diff`` between branches compares the table.
 (One-off trials and the grid across machines still go through the queue: ``semid.grid``.)
@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import copy
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any, Iterable, Sequence
 
 import yaml
 
+from semid import experiments
 from semid.artifacts import grid_embedding_name, grid_layout, grid_run_name, written_by
 from semid.config import EMBEDDING_METHODS, QUANTIZERS, check_choice, find_root
 from semid.io import SemidError, atomic_path, user_errors_exit
@@ -222,9 +222,9 @@ def run_sitting(root: Path, runs: Sequence[GridRun], commit: bool = True) -> Non
         started = time.monotonic()
         write_grid_dvc(root, [run])
         print(f"[{number}/{len(runs)}] {run.name}: dvc repro {run.target}", flush=True)
-        done = subprocess.run([sys.executable, "-m", "dvc", "repro", run.target], cwd=root)
-        if done.returncode:
-            raise SemidError(f"{run.name} failed (dvc repro exit {done.returncode}); `make grid` resumes from it")
+        status = experiments.repro(root, run.target)
+        if status:
+            raise SemidError(f"{run.name} failed (dvc repro exit {status}); `make grid` resumes from it")
         seconds = time.monotonic() - started
         committed = commit and commit_run(root, run, seconds)
         print(f"[{number}/{len(runs)}] {run.name}: {seconds / 60:.1f} min{', committed' if committed else ''}", flush=True)
