@@ -3,9 +3,14 @@ pipeline: show, resolve, get, the queue; and that no other module reaches DVC on
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,10 +22,12 @@ from semid.experiments import ExperimentError
 from semid.grid import GridPoint, queue_points
 
 STAND_IN = """
-import json, os, sys, yaml
+import json, os, sys, time, yaml
 p = yaml.safe_load(open("params.yaml"))
 if p["quantizer"] == "broken":
     sys.exit(3)
+if p["quantizer"] == "sleepy":
+    time.sleep(120)
 os.makedirs("metrics", exist_ok=True)
 json.dump({"recall_at_30": len(p["quantizer"]) / 100}, open("metrics/search.json", "w"))
 os.makedirs("out", exist_ok=True)
@@ -133,6 +140,52 @@ def _stop_workers(repo: Path, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while "Worker status: 0 active" not in dvc(repo, "queue", "status") and time.monotonic() < deadline:
         time.sleep(1)
+
+
+def _queue_workers(repo: Path) -> list[int]:
+    """PIDs of this repo's queue workers (`dvc exp queue-worker dvc-exp-<hash of the celery dir>-N`)."""
+    node = "dvc-exp-" + hashlib.sha256(str(repo / ".dvc" / "tmp" / "exps" / "celery").encode()).hexdigest()[:6]
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if b"queue-worker" in (text := cmdline.read_bytes()) and node.encode() in text:
+                found.append(int(cmdline.parent.name))
+    return found
+
+
+def test_a_worker_killed_under_its_experiment_is_named_not_waited_for(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "params.yaml").write_text("quantizer: rqkmeans\nembedding: content\n")
+    (repo / "stand_in.py").write_text(STAND_IN)
+    (repo / "dvc.yaml").write_text(DVC_YAML)
+    git(repo, "init", "-q")
+    dvc(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "first")
+    experiments.queue(repo, "sleepy", ["quantizer=sleepy"])
+    monkeypatch.setattr(experiments, "WORKER_GRACE_S", 5.0)
+    failure: list[BaseException] = []
+    waiter = threading.Thread(target=lambda: _capture(failure, experiments.run_queue, repo, 1, ["sleepy"], 1.0))
+    waiter.start()
+    deadline = time.monotonic() + 120
+    while not ({e.name: e.state for e in experiments.show(repo)}.get("sleepy") == "running" and _queue_workers(repo)):
+        assert time.monotonic() < deadline, "the experiment never started"
+        time.sleep(1)
+    for pid in _queue_workers(repo):  # the worker and what it runs, as an OOM kill or a reboot would
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
+    waiter.join(timeout=240)
+    assert not waiter.is_alive(), "run_queue still waits on a task no worker runs"
+    assert failure and isinstance(failure[0], ExperimentError), failure
+    assert "sleepy show as running but no queue worker is alive" in str(failure[0])
+
+
+def _capture(into: list[BaseException], call, *args) -> None:
+    try:
+        call(*args)
+    except BaseException as error:  # the thread's outcome, for the test to read
+        into.append(error)
 
 
 def test_only_the_wrapper_reaches_dvc_and_plain_search_imports_none_of_it():

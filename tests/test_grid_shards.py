@@ -3,7 +3,10 @@ clones around a bare git repo (origin) and a local folder as the DVC remote."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -134,6 +137,29 @@ def test_push_keeps_another_machines_run_and_pull_brings_heads_experiments_with_
         experiments.pull(three, "origin")
 
 
+def _shard_outputs(machines: dict[str, subprocess.Popen], repos: dict[str, Path], timeout_s: float) -> dict[str, str]:
+    """Each shard's output. Both shards take ~3 min here; one still running after ``timeout_s``
+    fails the test with each queue's state, its processes and workers killed, rather than holding
+    the test run (once, on CI, this test ran past the whole run's 90 min limit)."""
+    deadline = time.monotonic() + timeout_s
+    try:
+        return {shard: process.communicate(timeout=max(1.0, deadline - time.monotonic()))[0]
+                for shard, process in machines.items()}
+    except subprocess.TimeoutExpired:
+        states = {}
+        for shard, repo in repos.items():
+            status = subprocess.run([sys.executable, "-m", "dvc", "queue", "status"], cwd=repo,
+                                    capture_output=True, text=True, timeout=120, check=False)
+            states[shard] = status.stdout + status.stderr
+        for process in machines.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+        for repo in repos.values():
+            subprocess.run([sys.executable, "-m", "dvc", "queue", "stop", "--kill"], cwd=repo,
+                           capture_output=True, timeout=120, check=False)
+        pytest.fail(f"a shard still ran after {timeout_s:.0f}s; `dvc queue status` per shard: {states}")
+
+
 def _clone(origin: Path, path: Path, store: Path) -> Path:
     run(["git", "clone", "-q", str(origin), str(path)], path.parent, stage_env(path))
     dvc(path, "remote", "add", "--local", "-d", "store", str(store))  # absolute: one folder for all
@@ -166,12 +192,11 @@ def test_two_machines_run_their_shards_and_a_third_gathers_every_point(dvc_repo,
     # Both shards at once, as two machines would: same baseline commit, one remote.
     grid = [*GRID, "--embeddings", "content", "--quantizers", "rqkmeans rqvae", "--push", "origin"]
     machines = {
-        "1/2": subprocess.Popen([*grid, "--shard", "1/2"], cwd=one, env=env_one, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT),
-        "2/2": subprocess.Popen([*grid, "--shard", "2/2"], cwd=two, env=stage_env(two), text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT),
+        shard: subprocess.Popen([*grid, "--shard", shard], cwd=repo, env=stage_env(repo), text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        for shard, repo in (("1/2", one), ("2/2", two))
     }
-    outputs = {shard: process.communicate()[0] for shard, process in machines.items()}
+    outputs = _shard_outputs(machines, {"1/2": one, "2/2": two}, timeout_s=1200)
     for shard, process in machines.items():
         assert process.returncode == 0, f"shard {shard}:\n{outputs[shard]}"
     assert "queued content-rqkmeans" in outputs["1/2"] and "content-rqvae" not in outputs["1/2"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 import time
@@ -97,9 +98,19 @@ class Experiment:
 # --------------------------------------------------------------------------- show
 
 
-def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
-    """Run the DVC of this interpreter in ``root``; a failure raises with DVC's own message."""
-    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True)
+# For the read-only calls a queue polls: `dvc exp show` can wait for ever on a lock that a queue
+# worker holds while it finishes (treeverse/dvc#8762); a poll that times out counts as failed.
+POLL_TIMEOUT_S = 300
+
+
+def _dvc(root: Path, *args: str, timeout_s: float | None = None) -> subprocess.CompletedProcess:
+    """Run the DVC of this interpreter in ``root``; a failure (or no answer in ``timeout_s``)
+    raises with DVC's own message."""
+    try:
+        result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True,
+                                timeout=timeout_s)
+    except subprocess.TimeoutExpired as expired:
+        raise ExperimentError(f"dvc {' '.join(args)} gave no answer in {timeout_s:.0f}s in {root}") from expired
     if result.returncode != 0:
         message = result.stderr.strip() or result.stdout.strip()
         raise ExperimentError(f"dvc {' '.join(args)} failed ({result.returncode}) in {root}: {message}")
@@ -154,7 +165,7 @@ def parse_show(shown: Sequence[dict]) -> list[Experiment]:
 def show(root: Path, all_commits: bool = False) -> list[Experiment]:
     """``dvc exp show --json``: the workspace, HEAD and its experiments; with ``all_commits`` (``-A``)
     every commit's."""
-    shown = _dvc(root, "exp", "show", "--json", *(["-A"] if all_commits else [])).stdout
+    shown = _dvc(root, "exp", "show", "--json", *(["-A"] if all_commits else []), timeout_s=POLL_TIMEOUT_S).stdout
     return parse_show(json.loads(shown or "[]"))
 
 
@@ -183,6 +194,22 @@ def start_workers(root: Path, jobs: int) -> None:
         raise ExperimentError(f"dvc queue start -j {jobs} failed ({started_workers.returncode}); try it by hand")
 
 
+MAX_WORKER_RESTARTS = 5
+WORKER_GRACE_S = 60.0  # a worker just started may not show in `dvc queue status` for a few seconds
+WORKER_STATUS = re.compile(r"Worker status: (\d+) active, (\d+) idle")
+
+
+def live_workers(root: Path) -> int:
+    """Queue workers alive (busy or idle), from ``dvc queue status``; a status DVC could not give
+    (it met a worker committing) counts as alive, so only a clear "none" restarts anything."""
+    try:
+        status = _dvc(root, "queue", "status", timeout_s=POLL_TIMEOUT_S).stdout
+    except ExperimentError:
+        return 1
+    found = WORKER_STATUS.search(status)
+    return int(found.group(1)) + int(found.group(2)) if found else 1
+
+
 def run_queue(
     root: Path, jobs: int, names: Sequence[str], poll_seconds: float = 10.0, timeout_s: float = 0
 ) -> dict[str, str]:
@@ -196,7 +223,8 @@ def run_queue(
     started = time.monotonic()
     wanted = set(names)
     last = ""
-    idle_polls = failed_polls = 0
+    failed_polls = restarts = 0
+    idle_since: float | None = None
     latest: dict[str, str] = {}
     while True:
         try:
@@ -209,17 +237,25 @@ def run_queue(
                 raise
             time.sleep(poll_seconds)
             continue
-        running = sum(e.state == "running" for e in shown)
         latest = {e.name: e.state for e in shown if e.name in wanted}
         pending = sorted(n for n in wanted if latest.get(n, "queued") in ("queued", "running"))
         # A worker can exit with tasks still queued (celery's filesystem broker replays an old
-        # shutdown broadcast to the next worker that starts); with nothing running for a while,
-        # start workers again rather than wait forever.
-        idle_polls = idle_polls + 1 if pending and not running else 0
-        if idle_polls >= max(3, int(60 / max(poll_seconds, 1e-3))):
-            print("queued experiments but no worker running: starting workers again", flush=True)
+        # shutdown broadcast to the next worker that starts), or die under a task that then shows
+        # as running for ever. With no worker alive for a minute: start workers again for queued
+        # tasks, a bounded number of times, and name a task no worker runs; never wait for ever.
+        idle_since = (idle_since or time.monotonic()) if pending and not live_workers(root) else None
+        if idle_since is not None and time.monotonic() - idle_since >= WORKER_GRACE_S:
+            orphaned = [n for n in pending if latest.get(n) == "running"]
+            if orphaned:
+                raise ExperimentError(f"{', '.join(orphaned)} show as running but no queue worker is alive; "
+                                      "`dvc queue kill` them (or `dvc exp remove`) and run the grid again")
+            restarts += 1
+            if restarts > MAX_WORKER_RESTARTS:
+                raise ExperimentError(f"queue workers exited {restarts} times with {', '.join(pending)} still "
+                                      "queued; see `dvc queue status`")
+            print("queued experiments but no worker alive: starting workers again", flush=True)
             start_workers(root, jobs)
-            idle_polls = 0
+            idle_since = None
         line = ", ".join(f"{n}: {latest.get(n, 'queued').capitalize()}" for n in sorted(wanted))
         if line != last:
             print(f"[{time.monotonic() - started:,.0f}s] {line}", flush=True)
