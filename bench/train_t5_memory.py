@@ -39,7 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
+import re
 import sys
 import tempfile
 import time
@@ -238,10 +238,10 @@ def per_example(small: dict, large: dict) -> float:
 
 def short(site: str) -> str:
     """A site without the machine's path: from ``semid/`` or ``site-packages/`` on."""
-    for anchor in ("/src/semid/", "/site-packages/", "/lib/python3"):
+    for anchor in ("/src/semid/", "/site-packages/"):
         if anchor in site:
             return ("semid/" if anchor == "/src/semid/" else "") + site.split(anchor, 1)[1]
-    return site
+    return re.sub(r"^.*/lib/python3\.\d+/", "", site)  # the standard library
 
 
 def phase_table(small: dict, large: dict) -> str:
@@ -274,15 +274,22 @@ def phase_table(small: dict, large: dict) -> str:
 
 def site_table(small: dict, large: dict, phase: str, key: str, top: int) -> str:
     added = per_example(small, large)
-    a = next(e for e in small["traced"]["phases"] if e["phase"] == phase)[key]
-    b = next(e for e in large["traced"]["phases"] if e["phase"] == phase)[key]
+    def by_short_site(row: dict) -> dict[str, int]:
+        """Sites of one row keyed without its project copy's folder, so the two rows' sites meet."""
+        totals: dict[str, int] = defaultdict(int)
+        for site, size in next(e for e in row["traced"]["phases"] if e["phase"] == phase)[key].items():
+            totals[short(site)] += size
+        return totals
+
+    a, b = by_short_site(small), by_short_site(large)
     # The bench's own per-phase site sums live in the traced heap too: left out here.
     diff = {site: b.get(site, 0) - a.get(site, 0) for site in set(a) | set(b) if Path(__file__).name not in site}
     ranked = sorted(diff.items(), key=lambda kv: -kv[1])[:top]
     total = sum(diff.values())
     lines = [f"| {'allocating line' if key == 'by_line' else 'innermost semid line'} | B/ex. | share of the added |",
              "| --- | --- | --- |"]
-    lines += [f"| `{short(site)}` | {size / added:,.0f} | {size / max(total, 1):.0%} |" for site, size in ranked]
+    lines += [f"| `{site}` | {size / added:,.0f} | {size / total:.0%} |" if total > 0 else f"| `{site}` | {size / added:,.0f} | |"
+              for site, size in ranked]
     lines.append(f"| (all sites) | {total / added:,.0f} | |")
     return "\n".join(lines)
 
@@ -304,7 +311,7 @@ def report(result: dict) -> str:
     traced_in_both = [e["phase"] for e in large["traced"]["phases"]
                       if any(e["phase"] == other["phase"] for other in small["traced"]["phases"])]
     parts = [header, timings, "### By phase", phase_table(small, large)]
-    for phase in traced_in_both[2:]:  # from "data loaded" on: before it, the imports
+    for phase in traced_in_both[3:]:  # from "examples built" on: before it, imports and the loaded data
         parts += [f"### Sites of the added bytes at `{phase}`",
                   site_table(small, large, phase, "by_semid", 8), site_table(small, large, phase, "by_line", 8)]
     return "\n\n".join(parts)
