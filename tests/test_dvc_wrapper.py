@@ -53,11 +53,8 @@ def git(repo: Path, *args: str) -> str:
     return run(["git", *args], repo, stage_env(repo)).stdout.strip()
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    """Commit 1 with experiment `twice` (quantizer=rqvae); commit 2 (HEAD) with `twice` again
-    (quantizer=rlfq) and `once` (dictlearn)."""
-    repo = tmp_path_factory.mktemp("wrapper") / "repo"
+def stand_in_repo(repo: Path) -> Path:
+    """A git + DVC repo with the one-stage stand-in pipeline, committed once ("first")."""
     repo.mkdir()
     (repo / "params.yaml").write_text("quantizer: rqkmeans\nembedding: content\n")
     (repo / "stand_in.py").write_text(STAND_IN)
@@ -66,6 +63,15 @@ def repo(tmp_path_factory) -> Path:
     dvc(repo, "init", "-q")
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "first")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """Commit 1 with experiment `twice` (quantizer=rqvae); commit 2 (HEAD) with `twice` again
+    (quantizer=rlfq) and `once` (dictlearn)."""
+    repo = tmp_path_factory.mktemp("wrapper") / "repo"
+    stand_in_repo(repo)
     dvc(repo, "exp", "run", "-n", "twice", "-S", "quantizer=rqvae")
     (repo / "README").write_text("second commit\n")
     git(repo, "add", "README")
@@ -155,14 +161,7 @@ def _queue_workers(repo: Path) -> list[int]:
 
 def test_a_worker_killed_under_its_experiment_is_named_not_waited_for(tmp_path, monkeypatch):
     repo = tmp_path / "repo"
-    repo.mkdir()
-    (repo / "params.yaml").write_text("quantizer: rqkmeans\nembedding: content\n")
-    (repo / "stand_in.py").write_text(STAND_IN)
-    (repo / "dvc.yaml").write_text(DVC_YAML)
-    git(repo, "init", "-q")
-    dvc(repo, "init", "-q")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "first")
+    stand_in_repo(repo)
     experiments.queue(repo, "sleepy", ["quantizer=sleepy"])
     monkeypatch.setattr(experiments, "WORKER_GRACE_S", 5.0)
     failure: list[BaseException] = []
