@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 from generator_fixtures import (
@@ -383,10 +384,12 @@ def test_text_encoder_inputs_match_between_training_and_decoding(world, trained)
 
     search_row, rec_row = token_reader.rows(sources)
     pieces = len(pooled_reader.text_encoder.tokenizer(query)["input_ids"])  # with [CLS] and [SEP]
-    assert search_row["input_ids"] == [marker] + [text] * pieces
+    assert search_row["input_ids"].tolist() == [marker] + [text] * pieces
+    # int32 rows, not Python int lists: ~10M of them are held through an ML-25M run
+    assert search_row["input_ids"].dtype == rec_row["input_ids"].dtype == np.int32
     assert search_row["text_states"].shape == (pieces + 1, 384) and not search_row["text_states"][0].any()
     pooled_row = pooled_reader.rows(sources[:1])[0]
-    assert pooled_row["input_ids"] == [marker, text]
+    assert pooled_row["input_ids"].tolist() == [marker, text]
     assert abs(pooled_row["text_states"][1].astype(float) - search_row["text_states"][1:].astype(float).mean(0)).max() < 1e-2
     assert table.levels == 3 and generator.meta["rec_levels"] == [1, 2]
     expected = [tokenizer.convert_tokens_to_ids("<recommend>")] + [
@@ -394,7 +397,7 @@ def test_text_encoder_inputs_match_between_training_and_decoding(world, trained)
         for item in history
         for level in range(2)
     ]
-    assert rec_row["input_ids"] == expected
+    assert rec_row["input_ids"].tolist() == expected
 
     for reader in (token_reader, pooled_reader):
         batch = reader.batch(sources, generator.model)
