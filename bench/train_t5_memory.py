@@ -145,7 +145,7 @@ def install_hooks(phases: Phases) -> None:
         finally:
             inside_rows["inside"] = False
         if inside_rows["calls"] == 1:
-            phases.mark("train rows() returned (lists)")
+            phases.mark("train rows() returned")
         return result
 
     inputs_module.TextEncoderInputs.rows = marked_rows
@@ -166,7 +166,7 @@ def install_hooks(phases: Phases) -> None:
     def marked_encode_examples(*args, **kwargs):
         result = encode_examples(*args, **kwargs)
         encoded["calls"] += 1
-        phases.mark("train rows encoded (int32)" if encoded["calls"] == 1 else "valid rows encoded")
+        phases.mark("train rows encoded" if encoded["calls"] == 1 else "valid rows encoded")
         return result
 
     train_module.encode_examples = marked_encode_examples
@@ -298,7 +298,7 @@ def report(result: dict) -> str:
     small, large = result["rows"]
     sizes = {row["label"]: row["plain"]["sizes"] for row in (small, large)}
     header = (
-        f"Measured {result['date']} on {result['cores']} cores shared with a running `make grid`; load average "
+        f"Measured {result['date']} on {result['cores']} cores; load average "
         f"{result['load_before']} before and {result['load_after']} after; bench wall time "
         f"{result['minutes']:.1f} min. Sizes: "
         + "; ".join(f"{label}: {s['train_examples']:,} train examples ({s['train_rec_examples']:,} rec), "
