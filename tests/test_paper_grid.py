@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from conftest import REPO_ROOT, TINY, dvc, run, set_params, stage_env
+from semid import experiments
 from semid.artifacts import grid_layout, written_by
 from semid.config import EMBEDDING_METHODS, QUANTIZERS
 from semid.paper_grid import GRID_STAGES, PRIORITY, GridRun, grid_runs, render_grid_dvc
@@ -95,6 +96,42 @@ def _lock_outs(lock: Path, stage: str) -> dict[str, str]:
     return {o["path"]: o["md5"] for o in yaml.safe_load(lock.read_text())["stages"][stage]["outs"]}
 
 
+def test_a_clone_counts_a_locked_stage_finished_until_its_code_params_or_command_change(tmp_path):
+    """The rule `make grid` uses to skip finished points in a clone without their outputs, on a
+    two-stage DVC pipeline: absent files alone keep it finished; anything DVC would rerun for does not."""
+    origin, env = tmp_path / "origin", stage_env(tmp_path / "origin")
+    origin.mkdir()
+    (origin / "step.py").write_text("import sys; open(sys.argv[2], 'w').write(open(sys.argv[1]).read() * 2)\n")
+    (origin / "raw.txt").write_text("x")
+    (origin / "params.yaml").write_text("n: 1\n")
+    stages = {"stages": {
+        "double": {"cmd": "python step.py raw.txt doubled.txt", "deps": ["step.py", "raw.txt"], "outs": ["doubled.txt"]},
+        "again": {"cmd": "python step.py doubled.txt four.txt", "deps": ["step.py", "doubled.txt"], "params": ["n"],
+                  "outs": ["four.txt"]},
+    }}
+    (origin / "dvc.yaml").write_text(yaml.safe_dump(stages))
+    run(["git", "init", "-q"], origin, env)
+    dvc(origin, "init", "-q")
+    dvc(origin, "repro")
+    run(["git", "add", "-A"], origin, env)
+    run(["git", "commit", "-qm", "ran"], origin, env)
+    assert experiments.locked_but_absent(origin, "again")  # up to date, outputs here
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(origin), str(clone)], tmp_path, env)
+    assert not (clone / "four.txt").exists()
+    assert experiments.locked_but_absent(clone, "again")
+
+    (clone / "params.yaml").write_text("n: 2\n")
+    assert not experiments.locked_but_absent(clone, "again")
+    run(["git", "checkout", "-q", "params.yaml"], clone, env)
+    (clone / "step.py").write_text((clone / "step.py").read_text() + "# changed\n")
+    assert not experiments.locked_but_absent(clone, "again")
+    run(["git", "checkout", "-q", "step.py"], clone, env)
+    stages["stages"]["again"]["cmd"] = "python step.py doubled.txt four.txt  # v2"
+    (clone / "dvc.yaml").write_text(yaml.safe_dump(stages))
+    assert not experiments.locked_but_absent(clone, "again")
+
+
 @pytest.mark.slow
 def test_a_sitting_commits_each_point_resumes_and_matches_the_default_pipeline(dvc_repo):
     """Two points (one embedding, two quantizers) of a tiny grid: each lands in its own commit with
@@ -125,6 +162,16 @@ def test_a_sitting_commits_each_point_resumes_and_matches_the_default_pipeline(d
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Running stage" not in again.stdout + again.stderr
     assert run(["git", "log", "--format=%s"], repo, env).stdout.splitlines() == log
+
+    # A clone of main has the points' locks and metrics but none of their models or data: it
+    # counts them finished instead of redoing them.
+    clone = repo.parent / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], repo.parent, env)
+    fresh = _python(sitting, clone, stage_env(clone))
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    assert "Running stage" not in fresh.stdout + fresh.stderr
+    assert fresh.stdout.count(": finished (grid/dvc.lock is current") == 2, fresh.stdout[-3000:]
+    assert not (clone / "grid/runs/content-rqvae-s1/models").exists()
 
     set_params(repo, embedding="content", quantizer="rqvae")
     dvc(repo, "repro")

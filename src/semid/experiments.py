@@ -117,6 +117,28 @@ def _dvc(root: Path, *args: str, timeout_s: float | None = None) -> subprocess.C
     return result
 
 
+# What `dvc status` says of a file whose lock entry is current but which this clone lacks.
+ABSENT_HERE = frozenset({"deleted", "not in cache"})
+
+
+def locked_but_absent(root: Path, target: str) -> bool:
+    """True when ``dvc status`` finds ``target`` and every stage upstream of it locked on the current
+    code, params and commands, and misses nothing but files absent from this clone (a stage that
+    never ran shows its code deps as modified; a changed param shows as a dict, a changed command
+    as a string)."""
+    shown = json.loads(_dvc(root, "status", "--json", "--with-deps", target, timeout_s=POLL_TIMEOUT_S).stdout or "{}")
+    for changes in shown.values():
+        for change in changes:
+            if not isinstance(change, dict):
+                return False
+            for kind, files in change.items():
+                if kind not in ("changed deps", "changed outs") or not isinstance(files, dict):
+                    return False
+                if not all(isinstance(state, str) and state in ABSENT_HERE for state in files.values()):
+                    return False
+    return True
+
+
 def repro(root: Path, target: str) -> int:
     """``dvc repro TARGET`` in ``root`` with DVC's output streamed (a grid run prints for minutes);
     the exit status."""

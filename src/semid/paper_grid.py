@@ -6,9 +6,10 @@ outputs in the point's folder, see :func:`semid.artifacts.grid_layout`), then ru
 ``dvc repro grid/dvc.yaml:evaluate@<point>-s<seed>`` point by point and commits each finished one
 (``grid/dvc.lock``, its metrics and per-unit hit ranks) before starting the next; grid/dvc.yaml
 gains each run as it starts, so ``dvc status`` lists no point that never ran. So the grid runs
-across sittings: a later ``make grid`` finds the finished points up to date in ``grid/dvc.lock``
-(DVC skips them in seconds) and goes on with the rest; a fresh clone has every finished point's
-numbers (``dvc metrics show``, ``make results``) without running anything.
+across sittings: a later ``make grid`` finds the finished points current in ``grid/dvc.lock`` and
+goes on with the rest, also in a fresh clone that lacks their models and data (it does not redo
+them); a fresh clone has every finished point's numbers (``dvc metrics show``, ``make results``)
+without running anything.
 
 Why not ``dvc exp run --queue``: queued experiments live as experiment refs on the machine that ran
 them, so a clone of main sees none of them; a stage family puts params, lock entries and metrics
@@ -221,6 +222,12 @@ def run_sitting(root: Path, runs: Sequence[GridRun], commit: bool = True) -> Non
     for number, run in enumerate(runs, 1):
         started = time.monotonic()
         write_grid_dvc(root, [run])
+        # A clone without the DVC cache of the machine that ran a finished point would otherwise
+        # redo it (9 min here) only to restore outputs nothing in the grid's table reads.
+        if experiments.locked_but_absent(root, run.target):
+            print(f"[{number}/{len(runs)}] {run.name}: finished (grid/dvc.lock is current; "
+                  f"`dvc repro {run.target}` restores outputs this clone lacks)", flush=True)
+            continue
         print(f"[{number}/{len(runs)}] {run.name}: dvc repro {run.target}", flush=True)
         status = experiments.repro(root, run.target)
         if status:
