@@ -152,10 +152,11 @@ def test_answer_follows_the_numbers_not_a_script():
     assert say("fixes.one", fixes="`recon_loss=sum`") in text and say("fixes_act_on_scale") in text
     assert say("no_help", remedies="`kmeans_init=True`") in text
     assert say("diagnostics.behind", fixed=_describe(collapse[4].metrics, 256)) in text
-    assert say("conclusion.lower") in text and say("conclusion.same") not in text
+    assert say("conclusion.lower", lower_tasks="search") in text and say("conclusion.same") not in text
     assert say("verdict", task="search", rqvae="0.200", rqkmeans="0.300", difference="-0.100",
-               standard_error=say("verdict.standard_error", standard_error=f"{facts.verdicts[0].standard_error:.3f}"),
+               evidence=say("verdict.standard_error", standard_error=f"{facts.verdicts[0].standard_error:.3f}"),
                verdict=say("verdict.lower")) in text
+    assert say("end_to_end.runs.one_seed") in text
     assert say("end_to_end.unconverged_budget", epochs="1.80") not in text
 
     # two scale fixes that each suffice: no remedy is indispensable; an unconverged budget is named
@@ -189,7 +190,7 @@ def test_answer_follows_the_numbers_not_a_script():
     assert len(paragraphs) == 2  # no remedy was tried alone: no "which fix" paragraph
     assert paragraphs[0] == say("collapse.no", naive=_describe(no_collapse[1].metrics, 256), reference=_describe(no_collapse[0].metrics, 256))
     assert say("diagnostics.ahead", fixed=_describe(no_collapse[2].metrics, 256)) in paragraphs[1]
-    assert say("conclusion.same") in paragraphs[1] and say("conclusion.lower") not in paragraphs[1]
+    assert say("conclusion.same") in paragraphs[1] and say("conclusion.lower", lower_tasks="") not in paragraphs[1]
     assert answer(no_collapse, 256)[1].endswith(say("recalls.unmeasured"))
 
 
@@ -209,7 +210,8 @@ def test_the_template_has_every_snippet_the_code_asks_for_and_no_stray_ones():
               "conclusion.lower", "conclusion.same", "conclusion.not_lower", "redundancy.none", "redundancy.some",
               "redundancy.all", "redundancy.all_and_several_suffice_alone", "diagnostic.collision_rate",
               "diagnostic.neighbour_preservation", "diagnostic.reconstruction_error", "ceiling.search_more",
-              "ceiling.rec_more", "ceiling.paper.shallower", "ceiling.paper.as_deep"}
+              "ceiling.rec_more", "ceiling.paper.shallower", "ceiling.paper.as_deep", "conclusion.same.grid",
+              "ceiling.fixed.ids", "ceiling.fixed.generator", "when.persists", "when.preset.mixed"}
     assert names == fixed | chosen
     assert parse_snippets("comment\n[[a]]\nx $y\n\n[[b]]\n; z\n")["b"].template == "; z"
     with pytest.raises(KeyError):
@@ -221,8 +223,8 @@ def test_recall_table_says_when_the_generators_were_undertrained():
         return {"search": 0.012, "rec": 0.089, "rec_head": 0.4, "rec_torso": 0.02, "epochs": epochs, "experiment": "e"}
 
     short = "\n".join(recall_table({"rqkmeans": point(1.81), "rqvae": point(1.67)}))
-    assert "| rqkmeans | 0.012 | — | — | 0.089 | — | — | 0.400 | 0.020 | 1.81 | `e` |" in short  # no ceiling metrics
-    assert "| rqvae_naive | — | — | — | — | — | — | — | — | — | not run |" in short
+    assert "| rqkmeans | 0.012 | — | — | 0.089 | — | — | 0.400 | 0.020 | 1.81 | 1 | — | `e` |" in short  # no ceiling metrics
+    assert "| rqvae_naive | — | — | — | — | — | — | — | — | — | — | — | not run |" in short
     assert say("recall_table.undertrained", epochs="1.81", converged_epochs=CONVERGED_EPOCHS) in short
     long = "\n".join(recall_table({"rqkmeans": point(CONVERGED_EPOCHS + 8.0)}))
     assert say("recall_table.undertrained", epochs=f"{CONVERGED_EPOCHS + 8.0:.2f}", converged_epochs=CONVERGED_EPOCHS) not in long
@@ -241,7 +243,7 @@ def test_make_report_writes_the_report_from_the_workspace_embeddings(dvc_repo, m
     report = (dvc_repo / "reports" / "rqvae.md").read_text()
     assert "600 items × 384 dims" in report and "RQ-VAE steps 20" in report
     assert "## The answer" in report and "**Does a correctly trained RQ-VAE match RQ-KMeans?**" in report
-    assert "| **rqvae (fixed recipe)** |" in report and "| rqkmeans | — | — | — | — | — | — | — | — | — | not run |" in report
+    assert "| **rqvae (fixed recipe)** |" in report and "| rqkmeans | — | — | — | — | — | — | — | — | — | — | — | not run |" in report
     assert (dvc_repo / "reports" / "rqvae_ablation.png").read_bytes()[:4] == b"\x89PNG"
     assert np.isfinite([r["collision_rate"] for r in __import__("json").loads((dvc_repo / "reports" / "rqvae_ablation.json").read_text())["rows"]]).all()
     # --render-only rebuilds the same report from the saved JSON, training nothing
@@ -306,7 +308,7 @@ def _collapse_map_rows():
     ]
 
 
-def test_render_only_reads_the_saved_json_and_the_finished_collapse_map_runs(tmp_path, capsys):
+def test_render_only_reads_the_saved_json_and_the_finished_collapse_map_runs(tmp_path, capsys, monkeypatch):
     import json
 
     from semid import collapse_map as cm
@@ -324,11 +326,18 @@ def test_render_only_reads_the_saved_json_and_the_finished_collapse_map_runs(tmp
     none = [_saved_run("encoder=none", seed, "new", 0.5, encoder="none") for seed in (0, 1)]
     lines = [stale, *none, *preset[::-1]]  # the file's order is the order runs finished in
     (tmp_path / "rqvae_collapse_map.jsonl").write_text("".join(json.dumps(run) + "\n" for run in lines))
+    monkeypatch.setattr("semid.report.cli.workspace_root", lambda: tmp_path)  # a workspace without grid runs
 
     main(["--render-only", "--out", str(tmp_path)])
     report = (tmp_path / "rqvae.md").read_text()
-    expected = replace_section(render_report(rows, setting, recalls, "rqvae_ablation.png"), collapse_map_section([*preset, *none], 2))
+    finished = [*preset, *none]
+    expected = replace_section(render_report(rows, setting, recalls, "rqvae_ablation.png", "", finished),
+                               collapse_map_section(finished, 2))
     assert report == expected
+    # the answer's "when" paragraph counts the finished runs: 3 preset seeds collapsed at every step, none of encoder=none
+    assert "the runs that had collapsed were 3 of 7 at 1,000 steps, 3 of 7 at 3,000 steps" in report
+    assert say("when.persists", steps="10,000") in report and "`encoder=none` on content" in report
+    assert say("when.preset.likely", steps="1,000", shares="content 3/5") in report
     assert "`naive preset` on content: 3/5 at 1,000" in report  # the stale healthy seed-0 run was not used
     printed = capsys.readouterr().out
     assert "content encoder=none: 2/5 seeds" in printed and f"content recon_loss=sum: 0/{len(cm.SEEDS)} seeds" in printed
@@ -337,6 +346,56 @@ def test_render_only_reads_the_saved_json_and_the_finished_collapse_map_runs(tmp
     (tmp_path / "rqvae_collapse_map.jsonl").unlink()  # no runs: no collapse-map section, as a --max-items run
     main(["--render-only", "--out", str(tmp_path)])
     assert (tmp_path / "rqvae.md").read_text() == render_report(rows, setting, recalls, "rqvae_ablation.png")
+
+
+def test_the_end_to_end_rows_and_verdicts_come_from_the_grid_where_it_has_them(tmp_path, monkeypatch):
+    """With grid runs in the workspace the report's end-to-end table and recall sentences are the
+    grid's: means over seeds, the paired test and Bonferroni p of `make results` (the same family),
+    each seed's level-1 use; the saved one-seed experiments are not used."""
+    import json
+
+    from semid.findings import comparison_family
+    from semid.grid_results import load_grid
+    from semid.report.cli import main
+    from semid.report.recalls import grid_recalls
+    from semid.report.saved_ablation import ablation_record
+    from test_results import KMEANS, NAIVE, write_run
+
+    # RQ-VAE (fixed) with the same hits as RQ-KMeans but one search hit lost per seed: not significant
+    fixed = {seed: ([None, *search[1:]], rec) for seed, (search, rec) in KMEANS.items()}
+    for quantizer, runs in (("rqkmeans", KMEANS), ("rqvae_naive", NAIVE), ("rqvae", fixed)):
+        for seed, (search, rec) in runs.items():
+            write_run(tmp_path, "multitask", quantizer, seed, search, rec)
+    for seed, usage in ((1, 0.004), (2, 0.5)):
+        ids = tmp_path / "grid" / "runs" / f"multitask-rqvae_naive-s{seed}" / "metrics" / "ids.json"
+        ids.write_text(json.dumps({**json.loads(ids.read_text()), "codebook_usage_level_1": usage}))
+
+    grid = load_grid(tmp_path)
+    found = grid_recalls(grid)
+    assert found["rqkmeans"]["search"] == pytest.approx((6 + 5) / 20)  # KMEANS: 6 and 5 of 10 queries within 30
+    assert found["rqvae"]["search"] == pytest.approx((5 + 4) / 20) and found["rqvae"]["seeds"] == 2
+    assert found["rqvae_naive"]["level1_usage"] == [0.004, 0.5] and found["rqkmeans"]["search_ceiling"] == 0.8
+    test = next(c for c in comparison_family(grid)
+                if (c.row, c.reference, c.column) == (("multitask", "rqvae"), ("multitask", "rqkmeans"), "search"))
+    assert found["rqvae"]["search_test"]["p_corrected"] == test.p_corrected and not found["rqvae"]["search_test"]["significant"]
+    assert "search_test" not in found["rqkmeans"]
+
+    rows = _collapse_map_rows()
+    setting = {"items": 600, "dim": 384, "embedding": "content", "model": "m", "space": "joint", "levels": 2,
+               "codebook_size": 256, "seed": 42, "steps": 20, "threads": 1, "seconds": 3.0, "generated": "2026-11-28 08:36"}
+    saved = {"rqkmeans": {"search": 0.2, "rec": 0.1, "search_n": 5000, "rec_n": 610, "epochs": 4.85, "experiment": "main"}}
+    (tmp_path / "rqvae_ablation.json").write_text(json.dumps(ablation_record(rows, setting, saved)))
+    monkeypatch.setattr("semid.report.cli.workspace_root", lambda: tmp_path)
+    main(["--render-only", "--out", str(tmp_path), "--no-collapse-map"])
+    report = (tmp_path / "rqvae.md").read_text()
+    assert report == render_report(rows, setting, found, "rqvae_ablation.png", "multitask")
+    assert say("recall_source.grid", embedding="multitask") in report and "`main`" not in report
+    assert say("end_to_end.runs.grid", embedding="multitask", seeds=2) in report
+    assert say("verdict.not_significant") in report and say("conclusion.same.grid", seeds=2) in report
+    assert say("naive_recall.collapsed", collapsed=1, seeds=2, usages="0.4%, 50.0%") in report
+    naive_mark = " ▼" if found["rqvae_naive"]["search_test"]["significant"] else ""
+    assert f"| rqvae_naive | 0.050{naive_mark} |" in report  # 1 of 20 queries
+    assert "| 2 | 0.4%, 50.0% | `grid/runs/multitask-rqvae_naive-s{1,2}` |" in report
 
 
 def test_render_only_names_what_the_saved_json_lacks_and_rejects_training_flags(tmp_path, capsys):

@@ -1,6 +1,6 @@
 """The RQ-VAE diagnosis (``make report``, ``python -m semid.report``; semid.report.cli says what it
 runs and writes). One module per part: ablation (the fits), template (the prose), answer (facts
-from the numbers, worded), recalls (the key points from DVC experiments), render (tables, plot,
+from the numbers, worded), recalls (the key points from the grid in main, else DVC experiments), render (tables, plot,
 reports/rqvae.md), collapse_section (the collapse map's section), saved_ablation
 (reports/rqvae_ablation.json), cli (the command)."""
 

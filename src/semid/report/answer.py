@@ -76,7 +76,9 @@ class TaskVerdict:
     rqkmeans: float
     difference: float
     standard_error: float | None
-    verdict: str  # same | higher | lower (recall_verdict)
+    verdict: str  # same | higher | lower (recall_verdict, or the paired test's significance)
+    p_corrected: float | None = None  # the grid's paired t-test (None: one seed, binomial SE)
+    family: int | None = None  # the tests that correction is over
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,9 @@ class AnswerFacts:
     conclusion: str  # lower | same | not_lower (only with verdicts)
     naive_recall: tuple[float, float] | None  # (search, rec) of rqvae_naive
     ceiling: dict[str, float] | None = None  # ceiling_facts: the ID tables' own share of the loss
+    grid_seeds: int | None = None  # recalls from the grid: the fewest seeds of a compared point (None: one seed)
+    grid_embedding: str = ""
+    naive_collapsed_seeds: tuple[int, int, str] | None = None  # (collapsed, seeds, level-1 uses) of the grid's naive points
 
 
 def _by_group(rows: Sequence[AblationRow], group: str) -> list[AblationRow]:
@@ -116,10 +121,33 @@ def _one(rows: Sequence[AblationRow], group: str) -> AblationRow:
     return found[0]
 
 
+def task_verdict(task: str, rqvae: dict[str, Any], rqkmeans: dict[str, Any]) -> TaskVerdict | None:
+    """RQ-VAE against RQ-KMeans on one task: the grid's paired test where the recalls carry one
+    (``<task>_test``), else two binomial standard errors over one seed's examples."""
+    a, b = rqvae.get(task), rqkmeans.get(task)
+    if a is None or b is None:
+        return None
+    test = rqvae.get(f"{task}_test")
+    if test:
+        verdict = "same" if not test["significant"] else "higher" if test["difference"] > 0 else "lower"
+        return TaskVerdict(task, a, b, test["difference"], None, verdict, test["p_corrected"], test["family"])
+    diff, se = recall_difference(a, b, rqvae.get(f"{task}_n"))
+    return TaskVerdict(task, a, b, diff, se, recall_verdict(diff, se))
+
+
+def naive_collapse_in_grid(naive: dict[str, Any] | None) -> tuple[int, int, str] | None:
+    """(seeds collapsed, seeds, their level-1 uses) of the grid's naive RQ-VAE points."""
+    usages = [u for u in (naive or {}).get("level1_usage") or [] if u is not None]
+    if not usages:
+        return None
+    return sum(u <= COLLAPSE_USAGE for u in usages), len(usages), ", ".join(f"{u:.1%}" for u in usages)
+
+
 def answer_facts(
-    rows: Sequence[AblationRow], recalls: dict[str, dict[str, Any]] | None = None
+    rows: Sequence[AblationRow], recalls: dict[str, dict[str, Any]] | None = None, grid_embedding: str = ""
 ) -> AnswerFacts:
-    """``recalls``: {quantizer: {"search": float, "rec": float, "search_n": int|None, "rec_n": int|None}}."""
+    """``recalls``: {quantizer: {"search": float, "rec": float, "search_n": int|None, "rec_n": int|None}}, or
+    from the grid (``grid_embedding`` set) with "seeds", "level1_usage" and "<task>_test" (report.recalls)."""
     reference = _one(rows, "reference").metrics
     naive = _one(rows, "naive").metrics
     fixed = _one(rows, "fixed").metrics
@@ -142,12 +170,7 @@ def answer_facts(
     verdicts = []
     recalls_measured = bool(recalls) and "rqvae" in recalls and "rqkmeans" in recalls
     if recalls_measured:
-        for task in ("search", "rec"):
-            a, b = recalls["rqvae"].get(task), recalls["rqkmeans"].get(task)
-            if a is None or b is None:
-                continue
-            diff, se = recall_difference(a, b, recalls["rqvae"].get(f"{task}_n"))
-            verdicts.append(TaskVerdict(task, a, b, diff, se, recall_verdict(diff, se)))
+        verdicts = [v for task in ("search", "rec") if (v := task_verdict(task, recalls["rqvae"], recalls["rqkmeans"]))]
     kinds = [v.verdict for v in verdicts]
     naive_found = (recalls or {}).get("rqvae_naive") if recalls_measured else None
     return AnswerFacts(
@@ -175,6 +198,9 @@ def answer_facts(
         naive_recall=(naive_found["search"], naive_found.get("rec", float("nan")))
         if naive_found and naive_found.get("search") is not None
         else None,
+        grid_seeds=min(recalls[q].get("seeds") or 1 for q in ("rqvae", "rqkmeans")) if recalls_measured and grid_embedding else None,
+        grid_embedding=grid_embedding,
+        naive_collapsed_seeds=naive_collapse_in_grid(naive_found) if grid_embedding else None,
     )
 
 
@@ -249,24 +275,39 @@ def render_answer(facts: AnswerFacts, codebook_size: int) -> list[str]:
         sentences.append(say("recalls.unmeasured"))
     else:
         if facts.verdicts:
-            verdicts = [
-                say("verdict", task=v.task, rqvae=f"{v.rqvae:.3f}", rqkmeans=f"{v.rqkmeans:.3f}", difference=f"{v.difference:+.3f}",
-                    standard_error="" if v.standard_error is None else say("verdict.standard_error", standard_error=f"{v.standard_error:.3f}"),
-                    verdict=say(f"verdict.{v.verdict}"))
-                for v in facts.verdicts
-            ]
+            verdicts = [say("verdict", task=v.task, rqvae=f"{v.rqvae:.3f}", rqkmeans=f"{v.rqkmeans:.3f}",
+                            difference=f"{v.difference:+.3f}", evidence=_evidence(v), verdict=_verdict_words(v))
+                        for v in facts.verdicts]
             budget = "" if facts.unconverged_epochs is None else say("end_to_end.unconverged_budget", epochs=f"{facts.unconverged_epochs:.2f}")
-            sentences.append(say("end_to_end", budget=budget, verdicts="; ".join(verdicts)))
-            sentences.append(say(f"conclusion.{facts.conclusion}"))
+            runs = (say("end_to_end.runs.grid", embedding=facts.grid_embedding, seeds=facts.grid_seeds)
+                    if facts.grid_seeds else say("end_to_end.runs.one_seed"))
+            sentences.append(say("end_to_end", runs=runs, budget=budget, verdicts="; ".join(verdicts)))
+            conclusion = f"conclusion.{facts.conclusion}" + (".grid" if facts.grid_seeds and facts.conclusion == "same" else "")
+            sentences.append(say(conclusion, seeds=facts.grid_seeds,
+                                 lower_tasks=" and ".join(v.task for v in facts.verdicts if v.verdict == "lower")))
         if facts.naive_recall is not None:
             search, rec = facts.naive_recall
-            sentences.append(say("naive_recall", search=f"{search:.3f}", rec=f"{rec:.3f}"))
+            collapsed_seeds = "" if facts.naive_collapsed_seeds is None else say(
+                "naive_recall.collapsed", collapsed=facts.naive_collapsed_seeds[0], seeds=facts.naive_collapsed_seeds[1],
+                usages=facts.naive_collapsed_seeds[2])
+            sentences.append(say("naive_recall", search=f"{search:.3f}", rec=f"{rec:.3f}", collapsed=collapsed_seeds))
     paragraphs.append(" ".join(sentences))
 
     # 4. How much of the loss can the ID table alone explain?
     if facts.ceiling is not None:
         paragraphs.append(render_ceiling(facts.ceiling))
     return paragraphs
+
+
+def _evidence(v: TaskVerdict) -> str:
+    if v.p_corrected is not None:
+        return say("verdict.paired_test", p=f"{v.p_corrected:.2f}" if v.p_corrected >= 0.01 else f"{v.p_corrected:.1e}",
+                   family=v.family)
+    return "" if v.standard_error is None else say("verdict.standard_error", standard_error=f"{v.standard_error:.3f}")
+
+
+def _verdict_words(v: TaskVerdict) -> str:
+    return say("verdict.not_significant" if v.p_corrected is not None and v.verdict == "same" else f"verdict.{v.verdict}")
 
 
 def ceiling_facts(recalls: dict[str, dict[str, Any]] | None) -> dict[str, float] | None:
@@ -279,6 +320,11 @@ def ceiling_facts(recalls: dict[str, dict[str, Any]] | None) -> dict[str, float]
     paper = load_paper_results()["quantizers"]["rows"]
     facts = {f"{who}_{k}": found[k] for who, found in (("naive", naive), ("rqkmeans", reference)) for k in keys}
     facts["paper_search_ratio"] = paper["rqvae"][0] / paper["rqkmeans"][0]
+    fixed = (recalls or {}).get("rqvae") or {}
+    more = ("search", "search_ceiling", "search_ceiling_l1")
+    if all(fixed.get(k) is not None for k in more) and reference.get("search_ceiling_l1") is not None:
+        facts.update({f"fixed_{k}": fixed[k] for k in more})
+        facts["rqkmeans_search_ceiling_l1"] = reference["search_ceiling_l1"]
     return facts
 
 
@@ -305,15 +351,30 @@ def render_ceiling(c: dict[str, float]) -> str:
         # "as deep": the ceiling keeps no more than twice the paper's share of RQ-KMeans' recall
         reading=say("ceiling.paper.as_deep" if search_kept <= 2 * c["paper_search_ratio"] else "ceiling.paper.shallower"),
     ))
+    if "fixed_search" in c:
+        sentences.append(render_fixed_ceiling(c))
     if c["rqkmeans_rec"] > c["rqkmeans_rec_ceiling"]:
         sentences.append(say("ceiling.rec_beyond_dense", rec=f"{c['rqkmeans_rec']:.3f}", rec_ceiling=f"{c['rqkmeans_rec_ceiling']:.3f}"))
     return " ".join(sentences)
 
 
-def answer(rows: Sequence[AblationRow], codebook_size: int, recalls: dict[str, dict[str, Any]] | None = None) -> list[str]:
+def render_fixed_ceiling(c: dict[str, float]) -> str:
+    """Where the fixed RQ-VAE's search loss comes from: its IDs (the ceilings differ by at least half
+    the generators' difference) or the generator."""
+    by_ids = c["fixed_search_ceiling"] - c["rqkmeans_search_ceiling"]
+    by_generator = c["fixed_search"] - c["rqkmeans_search"]
+    reading = "ceiling.fixed.ids" if by_generator < 0 and by_ids <= by_generator / 2 else "ceiling.fixed.generator"
+    return say("ceiling.fixed", fixed_ceiling=f"{c['fixed_search_ceiling']:.3f}", rqkmeans_ceiling=f"{c['rqkmeans_search_ceiling']:.3f}",
+               ceiling_difference=f"{by_ids:+.3f}", generator_difference=f"{by_generator:+.3f}",
+               fixed_search=f"{c['fixed_search']:.3f}", rqkmeans_search=f"{c['rqkmeans_search']:.3f}",
+               reading=say(reading, fixed_l1=f"{c['fixed_search_ceiling_l1']:.3f}", rqkmeans_l1=f"{c['rqkmeans_search_ceiling_l1']:.3f}"))
+
+
+def answer(rows: Sequence[AblationRow], codebook_size: int, recalls: dict[str, dict[str, Any]] | None = None,
+           grid_embedding: str = "") -> list[str]:
     """The plain answer, one paragraph per question, every claim computed from ``rows``/``recalls``
     (answer_facts) and worded by the template (render_answer)."""
-    return render_answer(answer_facts(rows, recalls), codebook_size)
+    return render_answer(answer_facts(rows, recalls, grid_embedding), codebook_size)
 
 
 def _remedy(row: AblationRow) -> str:

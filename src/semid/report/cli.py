@@ -11,14 +11,17 @@
 
 and measures per fit: code use per level, collision rate, largest bucket, neighbour preservation
 (against a random assignment), reconstruction error and fit time (semid.ids.diagnostics). For the
-key points (rqkmeans, rqvae_naive, rqvae) it collects search/rec Recall@30 of the full pipeline
-from DVC experiments, queueing the missing ones (``dvc exp run --queue -S quantizer=...``, which
-reuse the cached upstream stages). It writes ``reports/rqvae.md`` (tables, plots and an answer
+key points (rqkmeans, rqvae_naive, rqvae) it reads search/rec Recall@30 of the full pipeline from
+the grid in main (``make grid``: multi-task embeddings, every seed, the paired tests of
+``make results``) where it has them; otherwise from DVC experiments on the report's embeddings,
+queueing the missing ones (``dvc exp run --queue -S quantizer=...``, which reuse the cached
+upstream stages). It writes ``reports/rqvae.md`` (tables, plots and an answer
 whose every sentence is derived from these measurements) and ``reports/rqvae_ablation.json``.
 
-``--render-only`` rebuilds ``reports/rqvae.md`` from ``reports/rqvae_ablation.json`` and the
-finished collapse-map runs in ``reports/rqvae_collapse_map.jsonl`` without training anything (a
-template edit reaches the report in seconds); the plots are left as they are.
+``--render-only`` rebuilds ``reports/rqvae.md`` from ``reports/rqvae_ablation.json``, the
+finished collapse-map runs in ``reports/rqvae_collapse_map.jsonl`` and the grid's finished runs
+without training anything (a template edit, or a grid run landed since, reaches the report in
+seconds); the plots are left as they are.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from semid.report.collapse_section import (
     run_collapse_map,
     saved_runs,
 )
-from semid.report.recalls import key_point_recalls
+from semid.report.recalls import end_to_end_recalls, key_point_recalls
 from semid.report.render import plot_ablation, render_report
 from semid.report.saved_ablation import ABLATION_JSON, ablation_record, read_ablation
 
@@ -58,12 +61,15 @@ TRAINING_FLAGS = ("embeddings", "experiment", "space", "max_items", "steps", "th
                   "collapse_map_only", "collapse_mpnet")
 
 
-def render_only(out: Path, collapse_jobs: int, collapse_map: bool) -> None:
-    """Write out/rqvae.md from out/rqvae_ablation.json and the finished runs of out/rqvae_collapse_map.jsonl."""
-    rows, setting, recalls = read_ablation(out / ABLATION_JSON)
-    report = render_report(rows, setting, recalls, "rqvae_ablation.png")
-    runs, incomplete = saved_runs(out / COLLAPSE_MAP_RUNS)
-    if collapse_map and runs:
+def render_only(root: Path, out: Path, collapse_jobs: int, collapse_map: bool) -> None:
+    """Write out/rqvae.md from out/rqvae_ablation.json, the finished runs of out/rqvae_collapse_map.jsonl
+    and the grid in ``root`` (its end-to-end rows, which supersede the saved experiments' recalls)."""
+    rows, setting, saved_recalls = read_ablation(out / ABLATION_JSON)
+    recalls, grid_embedding = end_to_end_recalls(root, saved_recalls)
+    grid_embedding = grid_embedding or (setting.get("end_to_end_embedding", "") if recalls is saved_recalls else "")
+    runs, incomplete = saved_runs(out / COLLAPSE_MAP_RUNS) if collapse_map else ([], [])
+    report = render_report(rows, setting, recalls, "rqvae_ablation.png", grid_embedding, runs)
+    if runs:
         if incomplete:
             print(f"collapse map: rendered from {len(runs)} finished runs; incomplete cells: {'; '.join(incomplete)}")
         report = replace_section(report, collapse_map_section(runs, max(1, collapse_jobs)))
@@ -111,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 raise SemidError(f"--render-only trains nothing, so it takes no {', '.join(given)}; "
                                  "it reads only --out, --collapse-jobs and --no-collapse-map")
             out = args.out if args.out.is_absolute() else root / args.out
-            render_only(out, args.collapse_jobs, not args.no_collapse_map)
+            render_only(root, out, args.collapse_jobs, not args.no_collapse_map)
             print(f"wrote {out / 'rqvae.md'} from {out / ABLATION_JSON} in {time.perf_counter() - started:.2f}s")
             return
         if args.collapse_mpnet:
@@ -162,19 +168,27 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         rows = run_ablation(x, variants, config.levels, config.codebook_size, params.base.seed, config.neighbours, base, show)
         workspace = Experiment("workspace", "workspace", None, params.raw)
-        recalls = key_point_recalls(root, meta.get("method", params.embedding), workspace.data_label, not args.no_experiments, args.jobs)
+        # The grid's seeds and paired tests, where it has the key points, before one-seed experiments
+        # (which would be queued and run when missing).
+        recalls, grid_embedding = end_to_end_recalls(root, {})
+        if not grid_embedding:
+            recalls = key_point_recalls(root, meta.get("method", params.embedding), workspace.data_label,
+                                        not args.no_experiments, args.jobs)
         setting = {
             "items": len(x), "dim": int(x.shape[1]), "source": source, "embedding": meta.get("method", params.embedding),
             "model": meta.get("model", "?"), "space": space, "levels": config.levels,
             "codebook_size": config.codebook_size, "seed": params.base.seed,
             "steps": args.steps or config.options("rqvae").steps, "threads": args.threads,
             "seconds": time.perf_counter() - started, "generated": time.strftime("%Y-%m-%d %H:%M"),
+            "end_to_end_embedding": grid_embedding,  # the grid block the saved recalls come from ("": experiments)
         }
         plot_ablation(rows, out / "rqvae_ablation.png")
         with atomic_path(out / "rqvae.md") as tmp:
-            report = render_report(rows, setting, recalls, "rqvae_ablation.png")
+            section, runs = "", []
             if not args.no_collapse_map and meta.get("method") == "content" and not args.max_items:
-                report = replace_section(report, run_collapse_map(root, x, out, args.collapse_jobs, compute_mpnet=args.collapse_mpnet))
-            tmp.write_text(report)
+                section = run_collapse_map(root, x, out, args.collapse_jobs, compute_mpnet=args.collapse_mpnet)
+                runs, _ = saved_runs(out / COLLAPSE_MAP_RUNS)
+            report = render_report(rows, setting, recalls, "rqvae_ablation.png", grid_embedding, runs)
+            tmp.write_text(replace_section(report, section) if section else report)
         write_json(out / ABLATION_JSON, ablation_record(rows, setting, recalls))
         print(f"wrote {out / 'rqvae.md'} in {time.perf_counter() - started:,.0f}s")

@@ -53,6 +53,28 @@ def collapse_map_section(runs: Sequence[dict[str, Any]], jobs: int, steps: Seque
     )
 
 
+def when_collapsed(runs: Sequence[dict[str, Any]], steps: Sequence[int] = (1000, 3000, 10000)) -> str:
+    """The answer's "when it collapses" paragraph: collapsed runs of all the map's cells per step
+    count, the cells that never collapsed, and the preset at its own step count per embedding set."""
+    summary = cm.summarize(runs)
+    shares = []
+    for count in steps:
+        rows = [s for s in summary if s["steps"] == count]
+        if rows:
+            shares.append(say("when.share", collapsed=sum(s["collapsed"] for s in rows), runs=sum(s["seeds"] for s in rows),
+                              steps=f"{count:,}"))
+    _, never = cm.answer_facts(runs, steps)
+    preset_rows = [s for s in summary if s["label"] == "naive preset" and s["steps"] == RQVAE_NAIVE.steps]
+    preset = "" if not preset_rows else say(
+        "when.preset.likely" if all(2 * s["collapsed"] > s["seeds"] for s in preset_rows) else "when.preset.mixed",
+        steps=f"{RQVAE_NAIVE.steps:,}", shares=", ".join(f"{s['embeddings']} {s['collapsed']}/{s['seeds']}" for s in preset_rows))
+    last = max((s["steps"] for s in summary), default=0)
+    transient = all(s["collapsed"] == 0 for s in summary if s["steps"] == last)
+    return say("when", cells=len({(s["embeddings"], s["label"]) for s in summary}), seeds=len({r["seed"] for r in runs}),
+               shares=", ".join(shares), reading=say("when.transient" if transient else "when.persists", steps=f"{last:,}"),
+               never=say("when.never", cells=", ".join(never)) if never else "", preset=preset)
+
+
 def mechanism_prose(facts: dict | None) -> str:
     """The mechanism paragraph; the offset sentence only where the numbers show it (collapsed
     latents at least 3x as far from the origin as they are wide, healthy ones under 1.5x)."""

@@ -16,6 +16,7 @@ from semid.report.answer import (
     answer,
     unconverged_epochs,
 )
+from semid.report.collapse_section import when_collapsed
 from semid.report.recalls import KEY_QUANTIZERS
 from semid.report.template import say
 from semid.results import PAPER_LABEL, PAPER_QUANTIZERS
@@ -73,23 +74,26 @@ def plot_ablation(rows: Sequence[AblationRow], path: Path) -> None:
 
 
 def recall_table(recalls: dict[str, dict[str, Any]]) -> list[str]:
-    """The key points end to end, each task's generator recall beside its ID ceiling."""
+    """The key points end to end, each task's generator recall beside its ID ceiling; from the grid,
+    with seeds, each seed's level-1 code use and ▼/▲ where the paired test against RQ-KMeans is
+    significant."""
     columns = ("search", "search_ceiling", "search_ceiling_l1", "rec", "rec_ceiling", "rec_ceiling_l1", "rec_head", "rec_torso")
     lines = [
         "| quantizer | search Recall@30 | search ID ceiling | search ceiling, level 1 | rec Recall@30 | rec ID ceiling "
-        "| rec ceiling, level 1 | rec head | rec torso | generator epochs | experiment |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| rec ceiling, level 1 | rec head | rec torso | generator epochs | seeds | level-1 code use | experiment |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for quantizer in KEY_QUANTIZERS:
         found = recalls.get(quantizer)
         if not found:
-            lines.append(f"| {quantizer} | " + " | ".join("—" for _ in columns) + " | — | not run |")
+            lines.append(f"| {quantizer} | " + " | ".join("—" for _ in columns) + " | — | — | — | not run |")
             continue
-        cells = [found.get(k) for k in columns]
+        cells = ["—" if found.get(k) is None else f"{found[k]:.3f}{_mark(found.get(f'{k}_test'))}" for k in columns]
         epochs = found.get("epochs")
+        usage = ", ".join(f"{u:.1%}" for u in found.get("level1_usage") or [] if u is not None) or "—"
         lines.append(
-            f"| {quantizer} | " + " | ".join("—" if v is None else f"{v:.3f}" for v in cells)
-            + f" | {'—' if epochs is None else f'{epochs:.2f}'} | `{found['experiment']}` |"
+            f"| {quantizer} | " + " | ".join(cells)
+            + f" | {'—' if epochs is None else f'{epochs:.2f}'} | {found.get('seeds', 1)} | {usage} | `{found['experiment']}` |"
         )
     dense = next((f for f in recalls.values() if f.get("search_dense") is not None), None)
     if dense is not None:
@@ -100,12 +104,26 @@ def recall_table(recalls: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _mark(test: dict[str, Any] | None) -> str:
+    if not test or not test["significant"]:
+        return ""
+    return " ▲" if test["difference"] > 0 else " ▼"
+
+
 def render_report(
     rows: Sequence[AblationRow],
     setting: dict[str, Any],
     recalls: dict[str, dict[str, Any]],
     plot_name: str,
+    grid_embedding: str = "",
+    collapse_runs: Sequence[dict[str, Any]] = (),
 ) -> str:
+    """reports/rqvae.md without its collapse-map section (collapse_section adds it); ``recalls`` come
+    from the grid's ``grid_embedding`` block when that is set (report.recalls), and ``collapse_runs``
+    (the collapse map's finished runs) add the answer's "when it collapses" paragraph."""
+    paragraphs = answer(rows, setting["codebook_size"], recalls, grid_embedding)
+    if collapse_runs:
+        paragraphs.insert(1, when_collapsed(collapse_runs))
 
     paper_vae, paper_km = PAPER_QUANTIZERS["rqvae"], PAPER_QUANTIZERS["rqkmeans"]
     report = say(
@@ -126,9 +144,11 @@ def render_report(
         threads=setting["threads"],
         seconds=f"{setting['seconds']:,.0f}",
         generated=setting["generated"],
-        answer="\n".join(p + "\n" for p in answer(rows, setting["codebook_size"], recalls)),
+        answer="\n".join(p + "\n" for p in paragraphs),
         ablation_table="\n".join(ablation_table(rows)),
         plot_name=plot_name,
+        recall_source=say("recall_source.grid", embedding=grid_embedding) if grid_embedding
+        else say("recall_source.experiments", embedding=setting["embedding"]),
         recall_table="\n".join(recall_table(recalls)),
         collapse_usage=f"{COLLAPSE_USAGE:.0%}",
         healthy_usage=f"{HEALTHY_USAGE:.0%}",
