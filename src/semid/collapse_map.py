@@ -32,7 +32,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -285,40 +285,45 @@ def plot_collapse_map(runs: Sequence[dict[str, Any]], path: Path) -> None:
 # ------------------------------------------------------------------ embedding sets
 
 
-def multitask_item_embeddings(root: Path, cache: Path) -> np.ndarray:
-    """The pipeline's ``multitask`` item embeddings (train_embedder with embedding=multitask) of
-    the workspace's prepared data and queries, computed once (~5 min on one core) and cached."""
-    path = cache / "multitask.npy"
+def _cached_array(path: Path, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """``path``'s array, computed and written (whole or not at all: an interrupted encode leaves no
+    file a later run would trust) when it is not there yet."""
     if path.exists():
         return np.load(path)
-    params = load_params()
-    items, interactions = load_items(root / "data/prepared"), load_interactions(root / "data/prepared")
-    with tempfile.TemporaryDirectory() as work:
-        inputs = EmbeddingInputs(items, interactions[interactions["split"] == "train"],
-                                 load_queries(root / "data/queries", "train"), params.embed, params.base.seed, Path(work))
-        x = embed_items("multitask", inputs).spaces["joint"]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, x)
-    return x
-
-
-def mpnet_item_embeddings(root: Path, cache: Path) -> np.ndarray:
-    """Content embeddings of the same item texts from all-mpnet-base-v2 (768-d, the paper's
-    embedder), computed once (~15 min on 2 cores, ~11 texts/s) and cached."""
-    path = cache / "mpnet.npy"
-    if path.exists():
-        return np.load(path)
-    params = load_params()
-    config = dataclasses.replace(params.embed, model=MPNET)
-    items = load_items(root / "data/prepared")
-    # The content method reads only the items' texts: no interactions, queries or work folder.
-    inputs = EmbeddingInputs(items, items.iloc[:0], items.iloc[:0], config, params.base.seed, Path())
-    x = embed_items("content", inputs).spaces["joint"]
+    x = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
             np.save(handle, x)
     return x
+
+
+def multitask_item_embeddings(root: Path, cache: Path) -> np.ndarray:
+    """The pipeline's ``multitask`` item embeddings (train_embedder with embedding=multitask) of
+    the workspace's prepared data and queries, computed once (~5 min on one core) and cached."""
+    def compute() -> np.ndarray:
+        params = load_params()
+        items, interactions = load_items(root / "data/prepared"), load_interactions(root / "data/prepared")
+        with tempfile.TemporaryDirectory() as work:
+            inputs = EmbeddingInputs(items, interactions[interactions["split"] == "train"],
+                                     load_queries(root / "data/queries", "train"), params.embed, params.base.seed, Path(work))
+            return embed_items("multitask", inputs).spaces["joint"]
+
+    return _cached_array(cache / "multitask.npy", compute)
+
+
+def mpnet_item_embeddings(root: Path, cache: Path) -> np.ndarray:
+    """Content embeddings of the same item texts from all-mpnet-base-v2 (768-d, the paper's
+    embedder), computed once (~15 min on 2 cores, ~11 texts/s) and cached."""
+    def compute() -> np.ndarray:
+        params = load_params()
+        items = load_items(root / "data/prepared")
+        # The content method reads only the items' texts: no interactions, queries or work folder.
+        inputs = EmbeddingInputs(items, items.iloc[:0], items.iloc[:0], dataclasses.replace(params.embed, model=MPNET),
+                                 params.base.seed, Path())
+        return embed_items("content", inputs).spaces["joint"]
+
+    return _cached_array(cache / "mpnet.npy", compute)
 
 
 def check_mpnet_installed() -> None:
