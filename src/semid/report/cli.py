@@ -66,7 +66,7 @@ def render_only(root: Path, out: Path, collapse_jobs: int, collapse_map: bool) -
     and the grid in ``root`` (its end-to-end rows, which supersede the saved experiments' recalls)."""
     rows, setting, saved_recalls = read_ablation(out / ABLATION_JSON)
     recalls, grid_embedding = end_to_end_recalls(root, saved_recalls)
-    grid_embedding = grid_embedding or (setting.get("end_to_end_embedding", "") if recalls is saved_recalls else "")
+    grid_embedding = grid_embedding or setting.get("end_to_end_embedding", "")  # the saved recalls' own block
     runs, incomplete = saved_runs(out / COLLAPSE_MAP_RUNS) if collapse_map else ([], [])
     report = render_report(rows, setting, recalls, "rqvae_ablation.png", grid_embedding, runs)
     if runs:
