@@ -329,3 +329,18 @@ def test_paper_numbers_come_from_the_packaged_data_file_that_names_its_source():
     assert PAPER_EMBEDDINGS["content"] == (0.013, 0.023, None, None)
     assert list(PAPER_QUANTIZERS) == [*paper["quantizers"]["rows"], "rqvae_naive"]
     assert PAPER_QUANTIZERS["rqvae_naive"] == PAPER_QUANTIZERS["rqvae"] == (0.002, 0.024)
+
+
+def test_a_commits_row_reads_the_root_pipelines_metrics_not_a_grid_runs_of_the_same_name():
+    # `dvc exp show` lists grid/runs/*/metrics/search.json beside metrics/search.json; the grid
+    # run came last in the output that showed this, and its recall had replaced the root's.
+    shown = [{
+        "rev": "abc", "name": "main",
+        "data": {"rev": "abc", "timestamp": "2026-01-01T00:00:00",
+                 "params": {"params.yaml": {"data": {"embedding": "content"}}},
+                 "metrics": {"metrics/search.json": {"data": {"recall_at_30": 0.2032}},
+                             "grid/runs/content-rqkmeans-s3/metrics/search.json": {"data": {"recall_at_30": 0.2376}}}},
+        "experiments": None,
+    }]
+    (commit,) = parse_show(shown)
+    assert commit.metric("search", "recall_at_30") == 0.2032

@@ -26,8 +26,12 @@ from typing import Any, Sequence
 
 from dvc.api import DVCFileSystem
 
+from semid.artifacts import SEARCH_METRICS
 from semid.config import EMBEDDED_PROFILE, EMBEDDING_METHODS, QUANTIZERS, deep_merge
 from semid.io import SemidError
+
+
+ROOT_METRICS_DIR = Path(SEARCH_METRICS.path).parent
 
 
 class ExperimentError(SemidError):
@@ -157,10 +161,13 @@ def _resolved_params(files: dict[str, Any]) -> dict[str, Any]:
 
 def _record(node: dict, state: str = "success", baseline: str | None = None) -> Experiment:
     data = node.get("data") if isinstance(node.get("data"), dict) else {}
+    # `dvc exp show` also lists every grid run's metrics (grid/dvc.yaml is in the repo), under the
+    # same file names: only the root pipeline's own folder describes this commit or experiment.
     metrics = {
         Path(path).stem: dict(content.get("data") or {})
         for path, content in (data.get("metrics") or {}).items()
-        if isinstance(content, dict) and isinstance(content.get("data"), dict)
+        if Path(path).parent == ROOT_METRICS_DIR
+        and isinstance(content, dict) and isinstance(content.get("data"), dict)
     }
     rev = str(node.get("rev") or data.get("rev") or "?")
     name = "workspace" if rev == "workspace" else (node.get("name") or rev[:7])
