@@ -118,6 +118,10 @@ def test_cells_and_paired_tests_equal_the_textbook_numbers(small_grid):
             assert float(cells[7]) == pytest.approx(p, rel=0.01)
             assert float(cells[8]) == pytest.approx(min(1.0, m * p), rel=0.01)
             assert cells[9] == ("▼" if m * p < 0.05 else "")
+            # each seed alone: the row's recall minus the reference's, and how many share the pooled sign
+            alone = [hits(runs[s][index]).mean() - hits(KMEANS[s][index]).mean() for s in seeds]
+            agreeing = sum(np.sign(d) == np.sign((mine - reference).mean()) for d in alone if d)
+            assert cells[10] == ", ".join(f"{d:+.3f}" for d in alone) + f" ({agreeing} of {len(seeds)})"
 
     # naive's search: differences [-.5, -.5, -.5, 0, -1, -.5, -.5, -1, 0, -.5], t = -4.74 on 9 df, p = 0.00105,
     # x 4 = 0.0042 < 0.05 -> marked below its reference; its rec (p = 0.20) is not

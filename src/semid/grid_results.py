@@ -168,10 +168,20 @@ class Comparison:
     problem: str = ""
     p_corrected: float = math.nan
     not_run: tuple[tuple[str, str], ...] = ()  # the rows (of row, reference) with no finished seed
+    # Row minus reference in each seed alone. The pooled test treats the seeds' units as its sample and
+    # does not model seed-to-seed variance; these show whether a difference holds in every seed.
+    per_seed: tuple[float, ...] = ()
 
     @property
     def significant(self) -> bool:
         return self.test is not None and self.p_corrected < ALPHA
+
+    @property
+    def seeds_agreeing(self) -> int:
+        """How many seeds alone differ in the pooled difference's direction (0 when there is none)."""
+        if self.test is None or self.test.difference == 0:
+            return 0
+        return sum(math.copysign(1, d) == math.copysign(1, self.test.difference) for d in self.per_seed if d != 0)
 
     @property
     def direction(self) -> int:
@@ -195,7 +205,8 @@ def compare(grid: Grid, row: tuple[str, str], reference: tuple[str, str], column
         return Comparison(row, reference, column, seeds, None, "no seed finished by both")
     try:
         pooled = [pool_seeds([runs[s].hits(column) for s in seeds]) for runs in (mine, theirs)]
-        return Comparison(row, reference, column, seeds, paired_t_test(*pooled))
+        per_seed = tuple(float(mine[s].hits(column).mean() - theirs[s].hits(column).mean()) for s in seeds)
+        return Comparison(row, reference, column, seeds, paired_t_test(*pooled), per_seed=per_seed)
     except SignificanceError as error:
         return Comparison(row, reference, column, seeds, None, str(error))
 

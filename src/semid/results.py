@@ -211,22 +211,29 @@ def quantizer_table(grid: Grid, tests: Tests, embedding: str) -> list[str]:
 
 def tests_table(family: list[Comparison]) -> list[str]:
     m = sum(c.test is not None for c in family)
-    header = ["row", "reference", "column", "seeds", "units", "difference", "t", "p", f"p × {m} (Bonferroni)", ""]
+    header = ["row", "reference", "column", "seeds", "units", "difference", "t", "p", f"p × {m} (Bonferroni)", "",
+              "per seed (seeds agreeing)"]
     lines = [say("tests_table", m=m), "", *_header(header)]
     for c in family:
         head = [_name(c.row), _name(c.reference), COLUMN_LABELS[c.column], ",".join(map(str, c.seeds)) or "—"]
         if c.test is None:
-            lines.append(_row([*head, *["—"] * 5, c.problem]))
+            lines.append(_row([*head, *["—"] * 5, c.problem, "—"]))
             continue
         mark = {1: "▲", -1: "▼", 0: ""}[c.direction]
         lines.append(_row([*head, str(c.test.units), f"{c.test.difference:+.4f}", f"{c.test.t:.2f}", _p(c.test.p),
-                           _p(c.p_corrected), mark]))
+                           _p(c.p_corrected), mark, _per_seed(c)]))
     return lines
+
+
+def _per_seed(c: Comparison) -> str:
+    differences = ", ".join(f"{d:+.3f}" for d in c.per_seed)
+    return f"{differences} ({c.seeds_agreeing} of {len(c.per_seed)})"
 
 
 def _test_text(c: Comparison) -> str:
     return say("test", row=_name(c.row), reference=_name(c.reference), column=COLUMN_LABELS[c.column],
-               difference=f"{c.test.difference:+.3f}", p=_p(c.p_corrected))
+               difference=f"{c.test.difference:+.3f}", p=_p(c.p_corrected), agreeing=c.seeds_agreeing,
+               n=len(c.per_seed))
 
 
 def render_finding(finding: Finding, grid: Grid) -> str:
